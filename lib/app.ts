@@ -1,0 +1,102 @@
+// The API: routes, handlers and the one function that writes every response and its access-log line.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { performance } from 'node:perf_hooks';
+import type { AppLog, LineSink } from './app-log.ts';
+import { accessLine } from './access-log.ts';
+import { readMessage } from './body.ts';
+import { isHttpError, messageNotFound, shuttingDown } from './errors.ts';
+import { createRouter } from './router.ts';
+import type { Store } from './store.ts';
+
+export interface AppOptions {
+  store: Store;
+  appLog: AppLog;
+  accessLog: LineSink;
+  maxBodyBytes: number;
+}
+
+const startTimes = new WeakMap<IncomingMessage, number>();
+
+// A stored message never changes under its digest, so clients may cache it for good (RFC 8246).
+const immutable = 'public, max-age=31536000, immutable';
+
+export function createApp({ store, appLog, accessLog, maxBodyBytes }: AppOptions) {
+  let draining = false;
+
+  function send(req: IncomingMessage, res: ServerResponse, status: number, body: string, headers: Record<string, string | number> = {}) {
+    const length = Buffer.byteLength(body);
+    res.writeHead(status, {
+      'Content-Type': 'application/json; charset=utf-8',
+      'Content-Length': length,
+      'Cache-Control': 'no-store',
+      'X-Content-Type-Options': 'nosniff',
+      'Strict-Transport-Security': 'max-age=31536000',
+      ...(draining ? { Connection: 'close' } : {}),
+      ...headers,
+    });
+    res.end(status === 304 ? undefined : body);
+    const bytes = req.method === 'HEAD' || status === 304 ? 0 : length;
+    accessLog(accessLine(req, status, bytes, performance.now() - (startTimes.get(req) ?? 0)));
+  }
+
+  function sendError(req: IncomingMessage, res: ServerResponse, err: unknown) {
+    if (res.headersSent) return;
+    if (isHttpError(err)) {
+      send(req, res, err.status, JSON.stringify({ err_msg: err.message }), err.headers);
+      return;
+    }
+    appLog.error('request_failed', err, { method: req.method, url: req.url?.slice(0, 256) });
+    send(req, res, 500, '{"err_msg":"Internal server error"}');
+  }
+
+  async function postMessage(req: IncomingMessage, res: ServerResponse) {
+    const digest = await store.put(await readMessage(req, maxBodyBytes));
+    send(req, res, 201, `{"digest":"${digest}"}`);
+  }
+
+  async function getMessage(req: IncomingMessage, res: ServerResponse, digest: string) {
+    const message = await store.get(digest);
+    if (message === null) throw messageNotFound(digest);
+    const etag = `"${digest.toLowerCase()}"`;
+    const headers = { ETag: etag, 'Cache-Control': immutable };
+    const match = req.headers['if-none-match'];
+    // RFC 9110 section 13.1.2: weak comparison, a list, or "*".
+    if (match !== undefined && (match.trim() === '*' || match.split(',').some((tag) => tag.trim().replace(/^W\//, '') === etag))) {
+      send(req, res, 304, '', headers);
+      return;
+    }
+    send(req, res, 200, `{"message":${JSON.stringify(message)}}`, headers);
+  }
+
+  async function readiness(req: IncomingMessage, res: ServerResponse) {
+    if (await store.ready()) send(req, res, 200, '{"status":"ready"}');
+    else send(req, res, 503, '{"err_msg":"Redis is not reachable; see app.log for the cause"}', { 'Retry-After': '1' });
+  }
+
+  const route = createRouter([
+    { path: '/messages', param: false, methods: { POST: postMessage } },
+    { path: '/messages/', param: true, methods: { GET: getMessage } },
+    { path: '/healthz', param: false, methods: { GET: (req, res) => send(req, res, 200, '{"status":"ok"}') } },
+    { path: '/readyz', param: false, methods: { GET: readiness } },
+  ]);
+
+  function handle(req: IncomingMessage, res: ServerResponse): void {
+    startTimes.set(req, performance.now());
+    try {
+      if (draining) throw shuttingDown();
+      const { handler, param } = route(req.method ?? '', req.url ?? '');
+      const pending = handler(req, res, param);
+      if (pending !== undefined) pending.catch((err: unknown) => sendError(req, res, err));
+    } catch (err) {
+      sendError(req, res, err);
+    }
+  }
+
+  return {
+    handle,
+    // From now on every response says Connection: close and new requests get 503.
+    drain() {
+      draining = true;
+    },
+  };
+}

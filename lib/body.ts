@@ -1,0 +1,83 @@
+// Reads and validates the JSON body of POST /messages: media type, size limit, UTF-8, shape.
+import type { IncomingMessage } from 'node:http';
+import { badRequest, payloadTooLarge, unsupportedMediaType } from './errors.ts';
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+// "application/json" with any parameters (charset=...), case-insensitive (RFC 9110 section 8.3.1).
+export function isJson(contentType: string | undefined): boolean {
+  if (contentType === undefined) return false;
+  const end = contentType.indexOf(';');
+  const type = (end === -1 ? contentType : contentType.slice(0, end)).trim().toLowerCase();
+  return type === 'application/json';
+}
+
+// Settles exactly once: with the whole body, or with a 413 as soon as the limit is passed.
+export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+  const declared = req.headers['content-length'];
+  if (declared !== undefined && Number(declared) > limit) return Promise.reject(payloadTooLarge(limit));
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const cleanup = () => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onAbort);
+      req.off('close', onAbort);
+    };
+    const onData = (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        cleanup();
+        // Stop reading: the rest is never buffered, and the 413 closes the connection.
+        req.pause();
+        reject(payloadTooLarge(limit));
+        return;
+      }
+      chunks.push(chunk);
+    };
+    const onEnd = () => {
+      cleanup();
+      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+    };
+    // The client went away mid-body: a 4xx for the access log, never an error in the process.
+    const onAbort = () => {
+      cleanup();
+      reject(badRequest('Request body was not received completely'));
+    };
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onAbort);
+    req.on('close', onAbort);
+  });
+}
+
+// Returns the message of a {"message": "..."} body, or throws the 400 that names what is wrong.
+export function parseMessage(body: Buffer): string {
+  let text: string;
+  try {
+    text = utf8.decode(body);
+  } catch {
+    throw badRequest('Request body is not valid UTF-8');
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    throw badRequest('Request body is not valid JSON');
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    throw badRequest('Request body must be a JSON object');
+  }
+  if (!Object.hasOwn(value, 'message')) throw badRequest('Field "message" is missing');
+  const message = (value as { message: unknown }).message;
+  if (typeof message !== 'string') throw badRequest('Field "message" must be a string');
+  // A lone surrogate has no UTF-8 form, so it has no honest digest either.
+  if (!message.isWellFormed()) throw badRequest('Field "message" contains an unpaired surrogate');
+  return message;
+}
+
+export async function readMessage(req: IncomingMessage, limit: number): Promise<string> {
+  if (!isJson(req.headers['content-type'])) throw unsupportedMediaType(req.headers['content-type']);
+  return parseMessage(await readBody(req, limit));
+}

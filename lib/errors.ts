@@ -1,0 +1,39 @@
+// Every error the API answers with, each carrying its HTTP status where it is thrown.
+export class HttpError extends Error {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string>>;
+
+  constructor(status: number, message: string, headers: Record<string, string> = {}) {
+    super(message);
+    this.status = status;
+    this.headers = headers;
+  }
+}
+
+// Anything a client sent that we echo back is capped, so an error body or a log line stays small.
+export function truncate(value: string, max = 256): string {
+  return value.length > max ? `${value.slice(0, max)}...` : value;
+}
+
+export const badRequest = (reason: string) => new HttpError(400, reason);
+export const messageNotFound = (digest: string) => new HttpError(404, `Message not found for hash: ${truncate(digest)}`);
+export const pathNotFound = () => new HttpError(404, 'Not found');
+export const methodNotAllowed = (method: string, allow: string) =>
+  new HttpError(405, `Method ${truncate(method, 32)} not allowed; allowed: ${allow}`, { Allow: allow });
+export const payloadTooLarge = (limit: number) =>
+  new HttpError(413, `Request body exceeds the limit of ${limit} bytes`, { Connection: 'close' });
+export const unsupportedMediaType = (type: string | undefined) =>
+  new HttpError(415, `Content-Type must be application/json; received ${type === undefined ? 'none' : truncate(type, 64)}`);
+// Retry-After: RFC 9110 section 10.2.3; storage outages are usually short.
+export const storageUnavailable = (reason = 'Storage is unavailable, retry later') =>
+  new HttpError(503, reason, { 'Retry-After': '1' });
+export const shuttingDown = () =>
+  new HttpError(503, 'Server is shutting down, retry later', { 'Retry-After': '1', Connection: 'close' });
+
+export function isHttpError(value: unknown): value is HttpError {
+  return value instanceof HttpError;
+}
+
+export function isErrnoException(value: unknown): value is NodeJS.ErrnoException {
+  return value instanceof Error && 'code' in value;
+}

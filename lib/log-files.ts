@@ -1,0 +1,102 @@
+// The two log files and who writes them: one process owns the files; cluster workers forward lines to it.
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Worker } from 'node:cluster';
+import type { LineSink } from './app-log.ts';
+import { RotatingFile } from './rotate.ts';
+
+export interface LogFiles {
+  app: LineSink;
+  access: LineSink;
+  reopen(): void;
+  close(): void;
+}
+
+export interface LogFileOptions {
+  logDir: string;
+  logMaxBytes: number;
+  logBackupCount: number;
+}
+
+// The owning process: app.log lines are mirrored to stdout for the journal and `docker logs`.
+export function openLogFiles(options: LogFileOptions, mirror: LineSink | undefined = undefined): LogFiles {
+  try {
+    fs.mkdirSync(options.logDir, { recursive: true });
+  } catch {
+    // RotatingFile reports the unwritable directory itself, rate-limited, and the service goes on.
+  }
+  const open = (name: string) => new RotatingFile({
+    path: path.join(options.logDir, name),
+    maxBytes: options.logMaxBytes,
+    backupCount: options.logBackupCount,
+  });
+  const app = open('app.log');
+  const access = open('access.log');
+  return {
+    app: (line) => {
+      app.write(line);
+      mirror?.(line);
+    },
+    access: (line) => access.write(line),
+    reopen: () => {
+      app.reopen();
+      access.reopen();
+    },
+    close: () => {
+      app.close();
+      access.close();
+    },
+  };
+}
+
+interface LogBatch { type: 'messages:logs'; app: string; access: string }
+
+function isLogBatch(value: unknown): value is LogBatch {
+  return typeof value === 'object' && value !== null && (value as { type?: unknown }).type === 'messages:logs';
+}
+
+// A cluster worker: lines are batched and sent to the primary, at least every 50 ms.
+export function forwardLogs(send: (batch: LogBatch) => void, intervalMs = 50): LogFiles {
+  let app = '';
+  let access = '';
+  const flush = () => {
+    if (app === '' && access === '') return;
+    send({ type: 'messages:logs', app, access });
+    app = '';
+    access = '';
+  };
+  const timer = setInterval(flush, intervalMs);
+  timer.unref();
+  return {
+    app: (line) => {
+      app += line;
+    },
+    access: (line) => {
+      access += line;
+      if (access.length > 65536) flush();
+    },
+    reopen: () => {},
+    close: () => {
+      clearInterval(timer);
+      flush();
+    },
+  };
+}
+
+// Splits a batch back into lines so that rotation still happens between any two of them.
+function writeLines(batch: string, sink: LineSink): void {
+  let start = 0;
+  for (let end = batch.indexOf('\n'); end !== -1; end = batch.indexOf('\n', start)) {
+    sink(batch.slice(start, end + 1));
+    start = end + 1;
+  }
+}
+
+// The primary is the only writer, so workers' lines never interleave inside a line or race a rotation.
+export function receiveLogs(worker: Worker, files: LogFiles): void {
+  worker.on('message', (message: unknown) => {
+    if (!isLogBatch(message)) return;
+    writeLines(message.app, files.app);
+    writeLines(message.access, files.access);
+  });
+}

@@ -1,0 +1,68 @@
+// A static route table: exact paths plus one parameterised prefix, HEAD served by GET, 405 with Allow.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { methodNotAllowed, pathNotFound } from './errors.ts';
+
+export type Handler = (req: IncomingMessage, res: ServerResponse, param: string) => Promise<void> | void;
+export type Methods = Partial<Record<'GET' | 'POST', Handler>>;
+
+export interface Route {
+  path: string;          // exact path, or a prefix ending in '/' when param is true
+  param: boolean;        // the segment after the prefix is passed to the handler
+  methods: Methods;
+}
+
+export interface Match { handler: Handler; param: string }
+
+function allowOf(methods: Methods): string {
+  const names = Object.keys(methods);
+  if ('GET' in methods) names.push('HEAD');
+  return names.sort().join(', ');
+}
+
+// Only the path matters for routing; the query string is ignored, never parsed.
+export function pathOf(url: string): string {
+  const end = url.indexOf('?');
+  return end === -1 ? url : url.slice(0, end);
+}
+
+// A malformed percent-escape is returned as given rather than thrown (polka's rule).
+export function decodeSegment(segment: string): string {
+  if (!segment.includes('%')) return segment;
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}
+
+export function createRouter(table: readonly Route[]) {
+  const exact = new Map<string, { methods: Methods; allow: string }>();
+  const prefixed: { prefix: string; methods: Methods; allow: string }[] = [];
+  for (const route of table) {
+    const entry = { methods: route.methods, allow: allowOf(route.methods) };
+    if (route.param) prefixed.push({ prefix: route.path, ...entry });
+    else exact.set(route.path, entry);
+  }
+
+  // Returns the handler, or throws the 404/405 HttpError that answers the request.
+  return function find(method: string, url: string): Match {
+    const path = pathOf(url);
+    let entry = exact.get(path);
+    let param = '';
+    if (entry === undefined) {
+      for (const candidate of prefixed) {
+        const rest = path.startsWith(candidate.prefix) ? path.slice(candidate.prefix.length) : '';
+        if (rest !== '' && !rest.includes('/')) {
+          entry = candidate;
+          param = decodeSegment(rest);
+          break;
+        }
+      }
+    }
+    if (entry === undefined) throw pathNotFound();
+    const key = method === 'HEAD' ? 'GET' : method;
+    // hasOwn, not a plain lookup: a method named "constructor" must not reach Object.prototype.
+    if (!Object.hasOwn(entry.methods, key)) throw methodNotAllowed(method, entry.allow);
+    return { handler: entry.methods[key as keyof Methods]!, param };
+  };
+}

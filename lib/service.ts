@@ -1,0 +1,129 @@
+// One serving process: HTTPS server with its limits, the store, reload and drain. server.ts wires it to signals.
+import fs from 'node:fs';
+import https from 'node:https';
+import type { Socket } from 'node:net';
+import type { AppLog } from './app-log.ts';
+import { createAppLog } from './app-log.ts';
+import { createApp } from './app.ts';
+import { ensureCert } from './certs.ts';
+import { ConfigError, defaultCertFile, defaultKeyFile, type Config } from './config.ts';
+import type { LogFiles } from './log-files.ts';
+import { connectRedis } from './redis.ts';
+import { createStore } from './store.ts';
+import { loadKeyPair, minVersion, reloadKeyPair } from './tls.ts';
+
+export interface Service {
+  server: https.Server;
+  port: number;
+  appLog: AppLog;
+  reload(): void;
+  stop(): Promise<void>;
+}
+
+// The default pair is generated on first start; explicit paths must exist, or the start fails naming them.
+export async function prepareCert(config: Readonly<Config>, appLog: AppLog): Promise<void> {
+  if (config.certFile === defaultCertFile && config.keyFile === defaultKeyFile) {
+    if (await ensureCert(config.certFile, config.keyFile)) {
+      appLog.info('cert_generated', { certFile: config.certFile, keyFile: config.keyFile });
+    }
+    return;
+  }
+  for (const [name, file] of [['MESSAGES_CERT_FILE', config.certFile], ['MESSAGES_KEY_FILE', config.keyFile]] as const) {
+    if (!fs.existsSync(file)) throw new ConfigError(`The file named by "${name}" does not exist. Received ${JSON.stringify(file)}`);
+  }
+}
+
+// Rate-limited: scanners and plain-HTTP probes must not flood app.log (one line per 10 s, with a count).
+function handshakeReporter(appLog: AppLog) {
+  let last = 0;
+  let suppressed = 0;
+  return (err: Error, socket: Socket) => {
+    const now = Date.now();
+    if (now - last < 10_000) {
+      suppressed += 1;
+      return;
+    }
+    appLog.warn('tls_handshake_failed', { remote: socket.remoteAddress, reason: err.message.slice(0, 200), suppressed });
+    last = now;
+    suppressed = 0;
+  };
+}
+
+const clientErrorStatus: Record<string, [number, string]> = {
+  HPE_HEADER_OVERFLOW: [431, 'Request header fields too large'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request timed out'],
+};
+
+// Malformed HTTP never reaches a handler: answer it in JSON like every other error, then close.
+function answerClientError(err: NodeJS.ErrnoException, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const [status, reason] = clientErrorStatus[err.code ?? ''] ?? [400, 'Bad request'];
+  const body = JSON.stringify({ err_msg: reason });
+  socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${body.length}\r\n` +
+    `Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n${body}`);
+}
+
+export async function startService(config: Readonly<Config>, logs: LogFiles): Promise<Service> {
+  const appLog = createAppLog(logs.app);
+  const pair = loadKeyPair(config.certFile, config.keyFile);
+  const store = createStore(connectRedis(config.redis, appLog), { minReplicas: config.redis.minReplicas, timeoutMs: config.redis.timeoutMs });
+  const app = createApp({ store, appLog, accessLog: logs.access, maxBodyBytes: config.maxBodyBytes });
+
+  const server = https.createServer({
+    ...pair,
+    minVersion,
+    headersTimeout: config.headersTimeoutMs,
+    requestTimeout: config.requestTimeoutMs,
+    keepAliveTimeout: config.keepAliveTimeoutMs,
+    // Node checks the two timeouts above on this interval; a tighter one cuts slow clients closer to them.
+    connectionsCheckingInterval: Math.min(1000, config.headersTimeoutMs),
+  }, app.handle);
+  server.maxConnections = config.maxConnections;
+  server.on('tlsClientError', handshakeReporter(appLog));
+  server.on('clientError', answerClientError);
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(config.port, config.bind, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  const address = server.address();
+  const port = typeof address === 'object' && address !== null ? address.port : config.port;
+  appLog.info('listening', { bind: config.bind, port });
+
+  let stopping: Promise<void> | undefined;
+  return {
+    server,
+    port,
+    appLog,
+    reload() {
+      const failure = reloadKeyPair(server, config.certFile, config.keyFile);
+      if (failure === undefined) appLog.info('cert_reloaded', { certFile: config.certFile });
+      else appLog.warn('cert_reload_failed', { certFile: config.certFile, keyFile: config.keyFile, reason: failure, kept: 'previous certificate' });
+      logs.reopen();
+    },
+    // Stop accepting, finish what is in flight (bounded), then close Redis. Idempotent.
+    stop() {
+      stopping ??= (async () => {
+        appLog.info('draining', { timeoutMs: config.shutdownTimeoutMs });
+        app.drain();
+        const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+        server.closeIdleConnections();
+        const deadline = setTimeout(() => {
+          appLog.warn('drain_deadline_passed', { timeoutMs: config.shutdownTimeoutMs });
+          server.closeAllConnections();
+        }, config.shutdownTimeoutMs);
+        await closed;
+        clearTimeout(deadline);
+        await store.close();
+        appLog.info('stopped');
+      })();
+      return stopping;
+    },
+  };
+}

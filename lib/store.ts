@@ -1,0 +1,58 @@
+// Messages in Redis: one key per digest, written idempotently, acknowledged only once Redis has it.
+import { createHash } from 'node:crypto';
+import { storageUnavailable } from './errors.ts';
+import type { RedisConnection } from './redis.ts';
+
+const keyPrefix = 'messages:';
+const hexDigest = /^[0-9a-fA-F]{64}$/;
+
+export function digestOf(message: string): string {
+  return createHash('sha256').update(message, 'utf8').digest('hex');
+}
+
+export function isDigest(value: string): boolean {
+  return hexDigest.test(value);
+}
+
+export interface Store {
+  put(message: string): Promise<string>;
+  get(digest: string): Promise<string | null>;
+  ready(): Promise<boolean>;
+  close(): Promise<void>;
+}
+
+export interface StoreOptions {
+  minReplicas: number;
+  timeoutMs: number;
+}
+
+export function createStore(redis: RedisConnection, options: StoreOptions): Store {
+  // Every Redis failure becomes the same fast 503; the cause is logged by the connection, not echoed.
+  const unavailable = (): never => {
+    throw storageUnavailable();
+  };
+  return {
+    async put(message) {
+      const digest = digestOf(message);
+      const key = keyPrefix + digest;
+      // SET of the same value under the same key is harmless, so a repeated POST needs no check first.
+      await redis.set(key, message).catch(unavailable);
+      if (options.minReplicas > 0) {
+        const acked = await redis.waitReplicas(key, options.minReplicas, options.timeoutMs).catch(unavailable);
+        if (acked < options.minReplicas) {
+          throw storageUnavailable(`Write reached ${acked} of ${options.minReplicas} required replicas, retry later`);
+        }
+      }
+      return digest;
+    },
+    async get(digest) {
+      if (!isDigest(digest)) return null;
+      return redis.get(keyPrefix + digest.toLowerCase()).catch(unavailable);
+    },
+    async ready() {
+      if (!redis.isReady) return false;
+      return redis.ping().then(() => true, () => false);
+    },
+    close: () => redis.close(),
+  };
+}

@@ -1,0 +1,62 @@
+// Entry point: reads the configuration, then runs one serving process, or a primary with cluster workers.
+import cluster from 'node:cluster';
+import { createAppLog } from './lib/app-log.ts';
+import { describeConfig, loadConfig, type Config } from './lib/config.ts';
+import { forwardLogs, openLogFiles, type LogFiles } from './lib/log-files.ts';
+import { prepareCert, startService } from './lib/service.ts';
+import { isReloadMessage, runPrimary } from './lib/workers.ts';
+
+let config: Readonly<Config>;
+try {
+  config = loadConfig();
+} catch (err) {
+  console.error(`messages: ${err instanceof Error ? err.message : String(err)}`);
+  process.exit(1);
+}
+
+const logs: LogFiles = cluster.isWorker
+  ? forwardLogs((batch) => process.send?.(batch))
+  : openLogFiles(config, (line) => process.stdout.write(line));
+const appLog = createAppLog(logs.app);
+
+// An uncaught exception leaves the process in an unknown state: log it and exit 1 so the supervisor restarts it.
+process.on('uncaughtException', (err) => {
+  appLog.error('uncaught_exception', err);
+  logs.close();
+  process.exit(1);
+});
+
+function exit(code: number): void {
+  logs.close();
+  if (cluster.isWorker) process.send?.({ type: 'messages:exit' }, () => process.exit(code));
+  else process.exit(code);
+}
+
+async function main(): Promise<void> {
+  if (!cluster.isWorker) {
+    appLog.info('starting', { config: describeConfig(config), node: process.version });
+    await prepareCert(config, appLog);
+  }
+  if (cluster.isPrimary && config.workers > 1) {
+    const primary = runPrimary(config.workers, logs, appLog, config.shutdownTimeoutMs);
+    process.on('SIGHUP', () => primary.reload());
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+      process.on(signal, () => void primary.stop().then(() => exit(0)));
+    }
+    return;
+  }
+  const service = await startService(config, logs);
+  process.on('SIGHUP', () => service.reload());
+  process.on('message', (message) => {
+    if (isReloadMessage(message)) service.reload();
+  });
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    process.on(signal, () => void service.stop().then(() => exit(0)));
+  }
+}
+
+main().catch((err: unknown) => {
+  appLog.error('start_failed', err);
+  console.error(`messages: ${err instanceof Error ? err.message : String(err)}`);
+  exit(1);
+});
