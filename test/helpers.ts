@@ -1,0 +1,197 @@
+// Test fixtures that start real things: redis-server on a free loopback port, certificates, the service.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import https from 'node:https';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { generateCert } from '../lib/certs.ts';
+import { loadConfig, projectRoot, type Config } from '../lib/config.ts';
+import { openLogFiles, type LogFiles } from '../lib/log-files.ts';
+import { startService, type Service } from '../lib/service.ts';
+
+export function tempDir(prefix = 'messages-'): string {
+  return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
+}
+
+export async function freePort(): Promise<number> {
+  const server = net.createServer();
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const { port } = server.address() as net.AddressInfo;
+  server.close();
+  await once(server, 'close');
+  return port;
+}
+
+// Resolves when the child prints a line matching `pattern` on stdout or stderr; rejects if it exits first.
+export function waitForOutput(child: ChildProcess, pattern: RegExp, timeoutMs = 15_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let seen = '';
+    const onData = (chunk: Buffer) => {
+      seen += chunk.toString();
+      const line = seen.split('\n').find((l) => pattern.test(l));
+      if (line !== undefined) finish(() => resolve(line));
+    };
+    const onExit = (code: number | null, signal: string | null) =>
+      finish(() => reject(new Error(`process exited (${code ?? signal}) before ${pattern}; output:\n${seen}`)));
+    const timer = setTimeout(() => finish(() => reject(new Error(`timed out waiting for ${pattern}; output:\n${seen}`))), timeoutMs);
+    const finish = (settle: () => void) => {
+      clearTimeout(timer);
+      child.stdout?.off('data', onData);
+      child.stderr?.off('data', onData);
+      child.off('exit', onExit);
+      settle();
+    };
+    child.stdout?.on('data', onData);
+    child.stderr?.on('data', onData);
+    child.once('exit', onExit);
+  });
+}
+
+export async function stopChild(child: ChildProcess, signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+  const exited = once(child, 'exit');
+  child.kill(signal);
+  const [code] = await exited;
+  return code as number | null;
+}
+
+export interface RedisServer {
+  port: number;
+  dir: string;
+  child: ChildProcess;
+  start(): Promise<void>;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+// A throwaway redis-server in its own directory, never the machine's 6379. `start` again after `stop`
+// reuses the port and the directory (so an AOF survives a restart).
+export async function startRedis(extraArgs: string[] = []): Promise<RedisServer> {
+  const dir = tempDir('redis-');
+  const port = await freePort();
+  const redis: RedisServer = {
+    port,
+    dir,
+    child: undefined as unknown as ChildProcess,
+    async start() {
+      const child = spawn('redis-server', [
+        '--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no',
+        '--logfile', '', ...extraArgs,
+      ], { stdio: ['ignore', 'pipe', 'pipe'] });
+      redis.child = child;
+      await waitForOutput(child, /Ready to accept connections/);
+    },
+    async stop(signal = 'SIGTERM') {
+      await stopChild(redis.child, signal);
+    },
+  };
+  await redis.start();
+  return redis;
+}
+
+export interface Cert { certFile: string; keyFile: string; ca: Buffer }
+
+export async function makeCert(dir: string): Promise<Cert> {
+  const certFile = path.join(dir, 'test.crt');
+  const keyFile = path.join(dir, 'test.key');
+  await generateCert(certFile, keyFile);
+  return { certFile, keyFile, ca: fs.readFileSync(certFile) };
+}
+
+export interface TestEnv {
+  redis: RedisServer;
+  cert: Cert;
+  dir: string;
+}
+
+// Environment for a service under test: its own port, cert, log directory and Redis.
+export function serviceEnv(env: TestEnv, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    MESSAGES_PORT: '0',
+    MESSAGES_BIND: '127.0.0.1',
+    MESSAGES_REDIS_HOST: '127.0.0.1',
+    MESSAGES_REDIS_PORT: String(env.redis.port),
+    MESSAGES_CERT_FILE: env.cert.certFile,
+    MESSAGES_KEY_FILE: env.cert.keyFile,
+    MESSAGES_LOG_DIR: path.join(env.dir, 'logs'),
+    ...extra,
+  };
+}
+
+export interface InProcess { service: Service; logs: LogFiles; config: Readonly<Config>; stop(): Promise<void> }
+
+// The service in this process: fast to start, and its code counts for coverage directly.
+export async function startInProcess(env: Record<string, string>): Promise<InProcess> {
+  const config = loadConfig(env);
+  const logs = openLogFiles(config);
+  const service = await startService(config, logs);
+  return {
+    service,
+    logs,
+    config,
+    async stop() {
+      await service.stop();
+      logs.close();
+    },
+  };
+}
+
+export interface Spawned { child: ChildProcess; port: number; output: () => string }
+
+// The service as its own process (`node --import tsx server.ts`), for signals and exits.
+export async function spawnService(env: Record<string, string>): Promise<Spawned> {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(projectRoot, 'server.ts')], {
+    cwd: projectRoot,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stdout!.on('data', (chunk: Buffer) => { output += chunk.toString(); });
+  child.stderr!.on('data', (chunk: Buffer) => { output += chunk.toString(); });
+  const line = await waitForOutput(child, /"event":"listening"/);
+  const port = (JSON.parse(line) as { port: number }).port;
+  return { child, port, output: () => output };
+}
+
+export interface Reply { status: number; headers: Record<string, string | string[] | undefined>; body: string }
+
+export interface RequestOptions {
+  method?: string;
+  path: string;
+  headers?: Record<string, string | number>;
+  body?: string | Buffer;
+  agent?: https.Agent | false;
+}
+
+export function request(port: number, ca: Buffer, options: RequestOptions): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = https.request({
+      host: '127.0.0.1',
+      servername: 'localhost',
+      port,
+      ca,
+      method: options.method ?? 'GET',
+      path: options.path,
+      headers: options.headers,
+      agent: options.agent ?? false,
+    }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString() }));
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(options.body);
+  });
+}
+
+export function postMessage(port: number, ca: Buffer, message: string): Promise<Reply> {
+  return request(port, ca, {
+    method: 'POST',
+    path: '/messages',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ message }),
+  });
+}
