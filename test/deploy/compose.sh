@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Boots docker-compose.yml, unchanged, from a fresh copy of this tree owned by an ordinary user, with podman-compose
+# and with docker-compose (against podman's Docker API), and proves: the image builds from the Dockerfile with its
+# HEALTHCHECK; a cert is generated into the host's certs/; the smoke checker passes through the published port
+# (127.0.0.1 only); both log files appear in the host's logs/; a message survives `down` and `up` (Redis volume);
+# a killed node process is restarted; the cron watchdog restarts a frozen app; `down -v` removes the volume.
+source "$(dirname "$0")/common.sh"
+
+tools=${MESSAGES_COMPOSE_TOOLS:-podman-compose docker-compose}
+[[ -d $app_root/node_modules/tsx ]] || fail "run npm ci in $app_root first: the smoke checker runs from there"
+bash "$deploy_dir/images.sh"
+
+work=$(mktemp -d /tmp/messages-compose.XXXXXX)
+api_pid=
+project=
+
+teardown() {
+  [[ -n $project ]] || return 0
+  local ids
+  ids=$(podman ps -aq --filter "label=com.docker.compose.project=$project")
+  [[ -z $ids ]] || podman rm -f $ids >/dev/null
+  podman volume rm -f "${project}_redis-data" >/dev/null 2>&1 || true
+  podman network rm -f "${project}_default" >/dev/null 2>&1 || true
+}
+cleanup() {
+  local status=$?
+  set +e
+  if ((status != 0)) && [[ -n $project ]]; then
+    echo "-- last app log lines:"
+    tail -n 20 "$clone/logs/app.log" 2>/dev/null
+    for id in $(podman ps -aq --filter "label=com.docker.compose.project=$project"); do
+      echo "-- podman logs $id:"
+      podman logs --tail 20 "$id" 2>&1
+    done
+  fi
+  teardown
+  [[ -z $api_pid ]] || { kill "$api_pid"; wait "$api_pid"; } 2>/dev/null
+  rm -rf "$work"
+  exit "$status"
+}
+trap cleanup EXIT
+
+# Owned by uid 1000, as an ordinary user's clone would be.
+clone=$work/messages
+fresh_clone "$clone"
+chown -R 1000:1000 "$clone"
+
+port=$(node -e "const s = require('node:net').createServer().listen(0, '127.0.0.1', () => { console.log(s.address().port); s.close(); })")
+export MESSAGES_PUBLISH=127.0.0.1:$port
+cert=$clone/certs/localhost.crt
+url=https://localhost:$port
+
+# Both tools take the same flags; docker-compose reaches podman through DOCKER_HOST.
+compose() { "$tool" -p "$project" -f "$clone/docker-compose.yml" "$@"; }
+
+container() { podman ps -q --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.service=$1"; }
+
+# There is no systemd on this host to schedule healthchecks, so a test runs them while it waits.
+run_healthchecks() {
+  local id
+  for id in $(podman ps -q --filter "label=com.docker.compose.project=$project"); do
+    podman healthcheck run "$id" >/dev/null 2>&1 || true
+  done
+}
+
+# up: `compose up -d`, bounded, running healthchecks meanwhile (docker-compose waits for Redis to be healthy).
+up() {
+  compose up -d >"$work/up.log" 2>&1 &
+  local pid=$! deadline=$((SECONDS + 300))
+  while kill -0 "$pid" 2>/dev/null; do
+    ((SECONDS < deadline)) || { kill "$pid"; tail -n 30 "$work/up.log"; fail "$tool up: not within 300s"; }
+    run_healthchecks
+    sleep 2
+  done
+  wait "$pid" || { tail -n 30 "$work/up.log"; fail "$tool up failed"; }
+  echo "ok: $tool up -d"
+}
+
+healthz() { curl -sf --max-time 5 --cacert "$cert" "$url/healthz"; }
+# The host pid of the app's node: the child of the container's init (init: true).
+node_pid() {
+  local init
+  init=$(podman inspect -f '{{.State.Pid}}' "$(container app)")
+  [[ $(cat "/proc/$init/comm") != node ]] || fail "$tool: node runs as the container's PID 1: init: true was ignored"
+  local children
+  read -r children _ <"/proc/$init/task/$init/children"
+  echo "$children"
+}
+
+smoke_check() {
+  local output
+  output=$(cd "$app_root" && timeout 60 npm run --silent check -- -d localhost -p "$port" -c "$cert" 2>&1) ||
+    { echo "$output"; fail "$tool: smoke check"; }
+  [[ $output == *"All tests passed!"* ]] || { echo "$output"; fail "$tool: smoke check output"; }
+  echo "ok: smoke check through 127.0.0.1:$port passed ($1)"
+}
+
+wait_serving() {
+  wait_for 120 "$tool: https://localhost:$port/healthz answers 200 ($1)" healthz
+  smoke_check "$1"
+}
+
+scenario() {
+  step "$tool, project $project"
+  teardown
+  export BUILDAH_FORMAT=docker # the OCI format drops HEALTHCHECK
+  up
+  wait_for 60 "$tool: certificate generated on the host in certs/" test -s "$cert"
+  wait_serving "first start"
+
+  local app
+  app=$(container app)
+  podman healthcheck run "$app" >/dev/null || fail "$tool: the image's HEALTHCHECK does not pass"
+  echo "ok: the image's HEALTHCHECK on /healthz passes"
+  [[ $(stat -c %u "$clone/certs") == 1000 && $(stat -c %u "$clone/logs") == 1000 ]] ||
+    fail "$tool: certs/ or logs/ changed owner"
+  echo "ok: certs/ and logs/ still belong to the clone's owner: $(stat -c '%U:%G %A' "$clone/logs")"
+  setpriv --reuid=1000 --regid=1000 --clear-groups curl -sf --max-time 5 --cacert "$cert" "$url/healthz" >/dev/null ||
+    fail "$tool: the clone's owner cannot use certs/localhost.crt with curl --cacert"
+  echo "ok: the clone's owner (uid 1000) reaches the service with curl --cacert certs/localhost.crt"
+
+  local message digest
+  message="kept across down and up by $tool at $(date +%s%N)"
+  digest=$(curl -sf --max-time 10 --cacert "$cert" -H 'Content-Type: application/json' \
+    --data "{\"message\": \"$message\"}" "$url/messages" | node -p 'JSON.parse(require("node:fs").readFileSync(0)).digest')
+  [[ $digest == "$(printf '%s' "$message" | sha256sum | cut -d' ' -f1)" ]] || fail "$tool: POST gave digest '$digest'"
+  echo "ok: POST /messages -> $digest"
+
+  wait_for 10 "$tool: app.log and access.log on the host" \
+    grep -q "POST /messages" "$clone/logs/access.log"
+  [[ -s $clone/logs/app.log ]] || fail "$tool: logs/app.log is empty"
+  ls -l "$clone/logs" | sed 's/^/   /'
+
+  compose down >"$work/down.log" 2>&1 || { cat "$work/down.log"; fail "$tool down"; }
+  [[ -z $(podman ps -aq --filter "label=com.docker.compose.project=$project") ]] || fail "$tool down left containers"
+  echo "ok: $tool down"
+  up
+  wait_serving "after down and up"
+  app=$(container app)
+  local body
+  body=$(curl -sf --max-time 10 --cacert "$cert" "$url/messages/$digest")
+  [[ $(node -p 'JSON.parse(require("node:fs").readFileSync(0)).message' <<<"$body") == "$message" ]] ||
+    fail "$tool: after down/up GET gave $body"
+  echo "ok: the message is still there after down and up (Redis append-only file in the named volume)"
+
+  local old_pid
+  old_pid=$(node_pid)
+  [[ $(cat "/proc/$old_pid/comm") == node ]] || fail "$tool: pid $old_pid is $(cat "/proc/$old_pid/comm"), not node"
+  kill -KILL "$old_pid"
+  echo "killed node (host pid $old_pid) with SIGKILL"
+  wait_for 60 "$tool: container restarted by restart: unless-stopped" \
+    bash -c "[[ \$(podman inspect -f '{{.RestartCount}}' $app) -ge 1 ]]"
+  wait_serving "after the kill"
+
+  # The cron flavour of the watchdog, as README "Deploy with Compose" sets it up, with this tool as the restart command.
+  local notified=$work/notified-$tool
+  export MESSAGES_PORT=$port MESSAGES_WATCHDOG_NOTIFY="cat > $notified"
+  export MESSAGES_WATCHDOG_RESTART="$tool -p $project -f $clone/docker-compose.yml restart app"
+  "$clone/systemd/watchdog.sh" >"$work/watchdog.log" 2>&1 ||
+    { cat "$work/watchdog.log"; fail "$tool: watchdog failed against a healthy app"; }
+  [[ ! -s $work/watchdog.log && ! -e $notified ]] || fail "$tool: watchdog spoke while the app was healthy"
+  echo "ok: watchdog.sh is silent and exits 0 while the app is healthy"
+  old_pid=$(node_pid)
+  kill -STOP "$old_pid"
+  echo "froze node (host pid $old_pid) with SIGSTOP"
+  if MESSAGES_WATCHDOG_TIMEOUT=5 "$clone/systemd/watchdog.sh" >"$work/watchdog.log" 2>&1; then
+    fail "$tool: watchdog exited 0 against a frozen app"
+  fi
+  sed 's/^/   /' "$work/watchdog.log"
+  grep -q "no answer within 5s; restarting with" "$work/watchdog.log" || fail "$tool: watchdog did not say why"
+  grep -q "no answer within 5s" "$notified" || fail "$tool: the notify command did not get the reason"
+  wait_serving "after the watchdog's restart"
+  [[ $(node_pid) != "$old_pid" ]] || fail "$tool: node was not restarted"
+
+  compose down -v >"$work/down.log" 2>&1 || { cat "$work/down.log"; fail "$tool down -v"; }
+  ! podman volume exists "${project}_redis-data" || fail "$tool: down -v left the Redis volume"
+  echo "ok: $tool down -v removed the Redis volume"
+  teardown
+  # Back to a fresh clone for the next tool.
+  rm -f "$clone"/certs/localhost.* "$clone"/logs/*.log*
+  chown 1000:1000 "$clone/certs" "$clone/logs"
+  chmod 0755 "$clone/certs" "$clone/logs"
+}
+
+for tool in $tools; do
+  case $tool in
+    podman-compose)
+      project=msgdeploypc
+      ;;
+    docker-compose)
+      project=msgdeploydc
+      if [[ -z $api_pid ]]; then
+        podman system service --time=0 "unix://$work/podman.sock" &
+        api_pid=$!
+        export DOCKER_HOST=unix://$work/podman.sock COMPOSE_DOCKER_CLI_BUILD=0 DOCKER_BUILDKIT=0
+        wait_for 30 "podman's Docker API on $work/podman.sock" curl -sf --unix-socket "$work/podman.sock" http://d/_ping
+      fi
+      ;;
+    *) fail "unknown compose tool: $tool" ;;
+  esac
+  scenario
+done
+echo "compose: all checks passed (${tools// /, })"
