@@ -1,0 +1,143 @@
+// Signals on a real process: SIGHUP reloads the certificate and reopens logs, SIGTERM drains and exits 0.
+import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import https from 'node:https';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import tls from 'node:tls';
+import { generateCert } from '../lib/certs.ts';
+import { makeCert, postMessage, readIfExists, request, serviceEnv, spawnService, startInProcess, startRedis, stopChild, tempDir, waitFor, type RedisServer, type Spawned } from './helpers.ts';
+
+let redis: RedisServer;
+
+before(async () => {
+  redis = await startRedis();
+});
+
+after(async () => {
+  await redis.stop();
+});
+
+async function start(t: { after: (fn: () => Promise<unknown>) => void }, extra: Record<string, string> = {}) {
+  const dir = tempDir();
+  const cert = await makeCert(dir);
+  const service = await spawnService(serviceEnv({ redis, cert, dir }, extra));
+  t.after(() => stopChild(service.child, 'SIGKILL'));
+  return { dir, cert, service, logDir: path.join(dir, 'logs') };
+}
+
+// The certificate a fresh TLS connection is served, as a fingerprint.
+function servedFingerprint(port: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const socket = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', rejectUnauthorized: false }, () => {
+      resolve(socket.getPeerX509Certificate()!.fingerprint256);
+      socket.destroy();
+    });
+    socket.on('error', reject);
+  });
+}
+
+const fingerprintOf = (file: string) => new X509Certificate(fs.readFileSync(file)).fingerprint256;
+
+function waitForLine(service: Spawned, event: string) {
+  return waitFor(() => service.output().includes(`"event":"${event}"`), 10_000, event);
+}
+
+test('SIGHUP serves a renewed certificate to new connections without dropping open ones', async (t) => {
+  const { cert, service, dir } = await start(t);
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
+  t.after(() => agent.destroy());
+  const opened = await request(service.port, cert.ca, { path: '/healthz', agent });
+  assert.equal(opened.status, 200);
+  const before = await servedFingerprint(service.port);
+  assert.equal(before, fingerprintOf(cert.certFile));
+
+  const renewed = path.join(dir, 'renewed');
+  fs.mkdirSync(renewed);
+  await generateCert(path.join(renewed, 'c.crt'), path.join(renewed, 'k.key'));
+  fs.renameSync(path.join(renewed, 'k.key'), cert.keyFile);
+  fs.renameSync(path.join(renewed, 'c.crt'), cert.certFile);
+  service.child.kill('SIGHUP');
+  await waitForLine(service, 'cert_reloaded');
+
+  assert.equal(await servedFingerprint(service.port), fingerprintOf(cert.certFile));
+  assert.notEqual(fingerprintOf(cert.certFile), before);
+  // The keep-alive connection opened before the reload still answers (the old CA still verifies it).
+  const reused = await request(service.port, cert.ca, { path: '/healthz', agent });
+  assert.equal(reused.status, 200);
+  assert.equal(service.child.exitCode, null);
+});
+
+test('SIGHUP with a broken key keeps the old certificate and logs why', async (t) => {
+  const { cert, service } = await start(t);
+  const before = await servedFingerprint(service.port);
+  fs.writeFileSync(cert.keyFile, 'not a key\n');
+  service.child.kill('SIGHUP');
+  await waitForLine(service, 'cert_reload_failed');
+  const line = service.output().split('\n').find((l) => l.includes('"cert_reload_failed"'))!;
+  assert.match(JSON.parse(line).kept, /previous certificate/);
+  assert.equal(await servedFingerprint(service.port), before);
+  assert.equal((await request(service.port, cert.ca, { path: '/healthz' })).status, 200);
+});
+
+test('SIGHUP reopens the log files after they were moved away (logrotate)', async (t) => {
+  const { cert, service, logDir } = await start(t);
+  await request(service.port, cert.ca, { path: '/healthz?before' });
+  await waitFor(() => readIfExists(path.join(logDir, 'access.log')).includes('/healthz?before'), 5000, 'first line');
+  fs.renameSync(path.join(logDir, 'access.log'), path.join(logDir, 'access.log.old'));
+  service.child.kill('SIGHUP');
+  await waitForLine(service, 'cert_reloaded');
+  await request(service.port, cert.ca, { path: '/healthz?after' });
+  await waitFor(() => readIfExists(path.join(logDir, 'access.log')).includes('/healthz?after'), 5000, 'line in the new file');
+  assert.doesNotMatch(readIfExists(path.join(logDir, 'access.log.old')), /healthz\?after/);
+});
+
+test('draining lets an in-flight request finish with 201 and Connection: close, then the port refuses connections', async (t) => {
+  const dir = tempDir();
+  const cert = await makeCert(dir);
+  const app = await startInProcess(serviceEnv({ redis, cert, dir }));
+  t.after(() => app.stop());
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
+  t.after(() => agent.destroy());
+  const body = JSON.stringify({ message: 'in flight during shutdown' });
+  const started = once(app.service.server, 'request');
+  const reply = new Promise<{ status: number; connection: string | undefined }>((resolve, reject) => {
+    const req = https.request({ host: '127.0.0.1', servername: 'localhost', port: app.service.port, ca: cert.ca, agent, method: 'POST', path: '/messages',
+      headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) } }, (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, connection: res.headers.connection }));
+    });
+    req.on('error', reject);
+    req.write(body.slice(0, 10));
+    // The rest of the body follows only once the drain has begun.
+    started.then(() => {
+      stopped = app.service.stop();
+      req.end(body.slice(10));
+    }, reject);
+  });
+  let stopped: Promise<void> | undefined;
+  const answer = await reply;
+  assert.equal(answer.status, 201);
+  assert.equal(answer.connection, 'close');
+  await stopped;
+  await assert.rejects(request(app.service.port, cert.ca, { path: '/healthz' }), /ECONNREFUSED/);
+});
+
+test('SIGTERM with nothing in flight exits 0 promptly and refuses new connections', async (t) => {
+  const { cert, service } = await start(t);
+  assert.equal((await postMessage(service.port, cert.ca, 'x')).status, 201);
+  const code = await stopChild(service.child, 'SIGTERM');
+  assert.equal(code, 0);
+  await assert.rejects(request(service.port, cert.ca, { path: '/healthz' }), /ECONNREFUSED/);
+});
+
+test('a second SIGTERM during the drain does not change the clean exit', async (t) => {
+  const { service } = await start(t);
+  service.child.kill('SIGTERM');
+  service.child.kill('SIGTERM');
+  const [code] = await once(service.child, 'exit');
+  assert.equal(code, 0);
+});
+

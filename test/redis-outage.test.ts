@@ -1,0 +1,89 @@
+// Redis being down: the service starts anyway, says why in app.log and /readyz, answers 503 fast, recovers by itself.
+import assert from 'node:assert/strict';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { makeCert, postMessage, readIfExists, request, serviceEnv, startInProcess, startRedis, tempDir, waitFor, type Cert, type InProcess, type RedisServer } from './helpers.ts';
+
+let redis: RedisServer;
+let cert: Cert;
+let app: InProcess;
+let appLogFile: string;
+
+before(async () => {
+  const dir = tempDir();
+  [redis, cert] = await Promise.all([startRedis(), makeCert(dir)]);
+  // Redis goes away before the service starts: the start must not depend on it.
+  await redis.stop();
+  app = await startInProcess(serviceEnv({ redis, cert, dir }));
+  appLogFile = path.join(dir, 'logs', 'app.log');
+});
+
+after(async () => {
+  await app.stop();
+  await redis.stop();
+});
+
+const port = () => app.service.port;
+
+test('starts and answers /healthz while Redis is down', async () => {
+  assert.equal((await request(port(), cert.ca, { path: '/healthz' })).status, 200);
+});
+
+test('answers /readyz with 503 and Retry-After while Redis is down', async () => {
+  const reply = await request(port(), cert.ca, { path: '/readyz' });
+  assert.equal(reply.status, 503);
+  assert.equal(reply.headers['retry-after'], '1');
+  assert.match(JSON.parse(reply.body).err_msg, /Redis is not reachable/);
+});
+
+test('says in app.log what is missing and how to fix it', async () => {
+  const line = await waitFor(() => readIfExists(appLogFile).split('\n').find((l) => l.includes('"redis_down"')), 10_000, 'redis_down in app.log');
+  const entry = JSON.parse(line) as Record<string, string>;
+  assert.equal(entry.level, 'warn');
+  assert.equal(entry.target, `127.0.0.1:${redis.port}`);
+  assert.match(entry.cause!, /ECONNREFUSED/);
+  assert.match(entry.hint!, /start redis-server .*MESSAGES_REDIS_HOST/);
+});
+
+test('logs the outage once, not once per reconnect attempt', async () => {
+  await waitFor(() => readIfExists(appLogFile).includes('"redis_down"'), 10_000, 'redis_down');
+  // Reconnect attempts run every <= 2.1 s; wait for a few of them to have happened.
+  await new Promise((resolve) => setTimeout(resolve, 2500));
+  const downs = readIfExists(appLogFile).split('\n').filter((l) => l.includes('"redis_down"'));
+  assert.equal(downs.length, 1);
+});
+
+test('answers POST and GET with 503 and Retry-After within 2 s while Redis is down', async () => {
+  for (const send of [
+    () => postMessage(port(), cert.ca, 'during outage'),
+    () => request(port(), cert.ca, { path: `/messages/${'a'.repeat(64)}` }),
+  ]) {
+    const started = Date.now();
+    const reply = await send();
+    assert.ok(Date.now() - started < 2000, `answered after ${Date.now() - started} ms`);
+    assert.equal(reply.status, 503);
+    assert.equal(reply.headers['retry-after'], '1');
+    assert.deepEqual(JSON.parse(reply.body), { err_msg: 'Storage is unavailable, retry later' });
+  }
+});
+
+test('serves again within 5 s of Redis starting, without a restart', async () => {
+  await redis.start();
+  const started = Date.now();
+  await waitFor(async () => (await postMessage(port(), cert.ca, 'after outage')).status === 201, 5000, '201 after Redis returned');
+  assert.ok(Date.now() - started <= 5000);
+  await waitFor(() => readIfExists(appLogFile).includes('"redis_up"'), 5000, 'redis_up in app.log');
+  assert.equal((await request(port(), cert.ca, { path: '/readyz' })).status, 200);
+});
+
+test('answers 503 when Redis stops mid-run, then recovers by itself when it returns', async () => {
+  await waitFor(async () => (await postMessage(port(), cert.ca, 'before stop')).status === 201, 5000, 'Redis serving');
+  await redis.stop('SIGKILL');
+  const during = await waitFor(async () => {
+    const reply = await postMessage(port(), cert.ca, 'while stopped');
+    return reply.status === 503 ? reply : undefined;
+  }, 5000, '503 after SIGKILL');
+  assert.equal(during.headers['retry-after'], '1');
+  await redis.start();
+  await waitFor(async () => (await postMessage(port(), cert.ca, 'after restart')).status === 201, 5000, '201 after restart');
+});
