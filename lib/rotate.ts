@@ -1,0 +1,209 @@
+// A single-writer, size-rotated, buffered log file that rotates like CPython's RotatingFileHandler.
+import fs from 'node:fs';
+
+export interface RotatingFileOptions {
+  path: string; // the live file; its directory must exist
+  maxBytes: number; // 0 = never rotate
+  backupCount: number; // 0 = never rotate, as in CPython
+  flushIntervalMs?: number; // default 100: buffered lines reach the disk at least this often
+  onError?: (message: string) => void; // default: stderr, at most one line per 10 s
+}
+
+const maxBufferedBytes = 64 * 1024;
+const reportEveryMs = 10_000;
+
+export class RotatingFile {
+  private readonly path: string;
+  private readonly maxBytes: number;
+  private readonly backupCount: number;
+  private readonly report: (message: string) => void;
+  private readonly timer: NodeJS.Timeout;
+  private readonly flushNow = (): void => this.flush();
+  private buffer: Buffer[] = [];
+  private bufferedBytes = 0;
+  private live: LiveFile | undefined; // undefined only until the first open succeeds
+  private closed = false;
+  private reportedWriteAfterClose = false;
+
+  // Throws only on invalid options; an unopenable file is reported and the service goes on without it.
+  constructor(options: RotatingFileOptions) {
+    this.path = options.path;
+    this.maxBytes = checkCount('maxBytes', options.maxBytes, 0);
+    this.backupCount = checkCount('backupCount', options.backupCount, 0);
+    const flushIntervalMs = checkCount('flushIntervalMs', options.flushIntervalMs ?? 100, 1);
+    this.report = options.onError ?? stderrReporter();
+    this.openAgain();
+    this.timer = setInterval(this.flushNow, flushIntervalMs);
+    this.timer.unref();
+    // Buffered lines, such as the one logging an uncaught exception, must not be lost on process.exit().
+    process.on('exit', this.flushNow);
+  }
+
+  write(line: string): void {
+    if (this.closed) {
+      if (!this.reportedWriteAfterClose) this.report(`write to ${this.path} after close() ignored`);
+      this.reportedWriteAfterClose = true;
+      return;
+    }
+    const bytes = Buffer.from(line, 'utf8');
+    this.buffer.push(bytes);
+    this.bufferedBytes += bytes.length;
+    if (this.bufferedBytes > maxBufferedBytes) this.flush();
+  }
+
+  flush(): void {
+    if (this.closed || this.buffer.length === 0) return;
+    const lines = this.buffer;
+    this.buffer = [];
+    this.bufferedBytes = 0;
+    // Until the file opens (say its directory is created later), every flush tries again.
+    if (this.live === undefined) this.openAgain();
+    if (this.live === undefined) return;
+    let segment: Buffer[] = [];
+    let segmentBytes = 0;
+    for (const line of lines) {
+      const sizeBefore = this.live.size + segmentBytes;
+      if (this.shouldRotate(this.live, sizeBefore, line.length)) {
+        this.writeAll(this.live, segment, segmentBytes);
+        segment = [];
+        segmentBytes = 0;
+        this.rotate();
+      }
+      segment.push(line);
+      segmentBytes += line.length;
+    }
+    this.writeAll(this.live, segment, segmentBytes);
+  }
+
+  // logrotate's "create" mode and SIGHUP: lines already buffered belong to the file that was moved away.
+  reopen(): void {
+    if (this.closed) return;
+    this.flush();
+    this.openAgain();
+  }
+
+  close(): void {
+    if (this.closed) return;
+    this.flush();
+    this.closed = true;
+    clearInterval(this.timer);
+    process.removeListener('exit', this.flushNow);
+    if (this.live !== undefined) this.closeQuietly(this.live.fd);
+  }
+
+  // CPython: never roll over an empty file (gh-116263) or a non-regular one such as /dev/null (bpo-45401).
+  private shouldRotate(live: LiveFile, sizeBefore: number, lineBytes: number): boolean {
+    if (this.maxBytes === 0 || this.backupCount === 0 || !live.regular || sizeBefore === 0) return false;
+    return sizeBefore + lineBytes >= this.maxBytes;
+  }
+
+  // One writeSync per segment; it may write part of the buffer (a file-size limit, a full disk), so loop.
+  private writeAll(live: LiveFile, segment: Buffer[], segmentBytes: number): void {
+    if (segmentBytes === 0) return;
+    const data = Buffer.concat(segment, segmentBytes);
+    let written = 0;
+    try {
+      while (written < data.length) written += fs.writeSync(live.fd, data, written, data.length - written);
+      live.size += written;
+    } catch (error) {
+      this.report(`write to ${this.path} failed, ${segment.length} line(s) dropped: ${describe(error)}`);
+      if (written > 0 && live.regular) this.cutTornLine(live, written);
+    }
+  }
+
+  // O_APPEND put the `written` bytes at the end of the file: cut them off so that no torn line stays.
+  private cutTornLine(live: LiveFile, written: number): void {
+    try {
+      const end = fs.fstatSync(live.fd).size;
+      fs.ftruncateSync(live.fd, end - written);
+      live.size = end - written;
+    } catch (error) {
+      live.size += written;
+      this.report(`could not remove a partly written line from ${this.path}: ${describe(error)}`);
+    }
+  }
+
+  // Oldest first, as CPython's doRollover. POSIX rename replaces its target atomically, so the shift onto .N
+  // drops the oldest backup without the separate remove CPython needs for Windows.
+  private rotate(): void {
+    try {
+      for (let i = this.backupCount - 1; i >= 1; i--) {
+        if (fs.existsSync(`${this.path}.${i}`)) fs.renameSync(`${this.path}.${i}`, `${this.path}.${i + 1}`);
+      }
+      fs.renameSync(this.path, `${this.path}.1`);
+    } catch (error) {
+      this.report(`rotation of ${this.path} failed, writing on to the current file: ${describe(error)}`);
+      return;
+    }
+    if (this.openAgain()) return;
+    // Give the still-open file its name back so the next rotation does not push it out of the backups.
+    try {
+      fs.renameSync(`${this.path}.1`, this.path);
+    } catch (error) {
+      this.report(`could not move ${this.path}.1 back after a failed rotation: ${describe(error)}`);
+    }
+  }
+
+  // Open the new file before closing the old one, so a failed open leaves logging where it was.
+  private openAgain(): boolean {
+    let opened: LiveFile;
+    try {
+      opened = openForAppend(this.path);
+    } catch (error) {
+      const fallback = this.live === undefined ? 'lines are dropped until it opens' : 'writing on to the previous file';
+      this.report(`could not open ${this.path}, ${fallback}: ${describe(error)}`);
+      return false;
+    }
+    if (this.live !== undefined) this.closeQuietly(this.live.fd);
+    this.live = opened;
+    return true;
+  }
+
+  private closeQuietly(fd: number): void {
+    try {
+      fs.closeSync(fd);
+    } catch (error) {
+      this.report(`could not close ${this.path}: ${describe(error)}`);
+    }
+  }
+}
+
+interface LiveFile {
+  fd: number;
+  size: number; // bytes in the file, from fstat at open, then counted as written
+  regular: boolean; // only regular files rotate (not /dev/null, a FIFO, a terminal)
+}
+
+// The size comes from fstat after an append-mode open, so an existing file's bytes count towards maxBytes.
+function openForAppend(path: string): LiveFile {
+  // 0o640 (before umask) because logs hold client addresses; an existing file keeps its mode.
+  const fd = fs.openSync(path, 'a', 0o640);
+  const stat = fs.fstatSync(fd);
+  return { fd, size: stat.size, regular: stat.isFile() };
+}
+
+function checkCount(name: string, value: number, min: number): number {
+  if (Number.isSafeInteger(value) && value >= min) return value;
+  throw new RangeError(`The value of "${name}" is out of range. It must be an integer >= ${min}. Received ${value}`);
+}
+
+function describe(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
+
+// One line per 10 s at most, so a full disk cannot flood stderr (itself perhaps on that disk).
+function stderrReporter(): (message: string) => void {
+  let lastAt = -Infinity;
+  let suppressed = 0;
+  return (message) => {
+    const now = Date.now();
+    if (now - lastAt < reportEveryMs) {
+      suppressed += 1;
+      return;
+    }
+    const note = suppressed > 0 ? ` (${suppressed} earlier error(s) not shown)` : '';
+    lastAt = now;
+    suppressed = 0;
+    process.stderr.write(`rotate: ${message}${note}\n`);
+  };
+}
