@@ -3,14 +3,17 @@ import fs from 'node:fs';
 import { createClient } from 'redis';
 import type { RedisConfig } from './config.ts';
 import type { AppLog } from './app-log.ts';
+// redis-modes.ts imports the helpers below in turn; neither module calls the other while loading.
+import { connectCluster, connectSentinel } from './redis-modes.ts';
 
 // The few commands the store needs, whatever the Redis topology behind them.
 export interface RedisConnection {
-  set(key: string, value: string): Promise<unknown>;
+  // SET, and with replicas > 0 a WAIT pipelined behind it on the same connection: WAIT counts only the writes of
+  // the connection it is sent on (https://redis.io/docs/latest/commands/wait/). Resolves to the replicas that
+  // acknowledged within waitMs, 0 when none were asked for.
+  set(key: string, value: string, replicas: number, waitMs: number): Promise<number>;
   get(key: string): Promise<string | null>;
   ping(): Promise<unknown>;
-  // WAIT numreplicas timeout, sent on the connection (and node) that took the write of `key`.
-  waitReplicas(key: string, replicas: number, timeoutMs: number): Promise<number>;
   readonly isReady: boolean;
   close(): Promise<void>;
 }
@@ -20,79 +23,136 @@ export function reconnectDelay(retries: number): number {
   return Math.min(50 * 2 ** retries, 2000) + Math.floor(Math.random() * 100);
 }
 
+const standaloneSettings = 'MESSAGES_REDIS_HOST / MESSAGES_REDIS_PORT / MESSAGES_REDIS_URL';
+
 // An operator reads this line without the source at hand: say what failed and what to change.
-export function describeRedisError(err: Error, target: string): { cause: string; hint: string } {
-  const text = `${(err as NodeJS.ErrnoException).code ?? ''} ${err.message}`;
+export function describeRedisError(err: unknown, target: string, settings = standaloneSettings): { cause: string; hint: string } {
+  const text = err instanceof Error ? `${(err as NodeJS.ErrnoException).code ?? ''} ${err.message}` : String(err);
   let hint = 'check that Redis is running and reachable';
-  if (/ECONNREFUSED/.test(text)) hint = `nothing listens at ${target}: start redis-server (apt-get install redis-server) or set MESSAGES_REDIS_HOST / MESSAGES_REDIS_PORT / MESSAGES_REDIS_URL`;
-  else if (/ENOTFOUND|EAI_AGAIN/.test(text)) hint = `the host of ${target} does not resolve: check MESSAGES_REDIS_HOST or MESSAGES_REDIS_URL`;
+  if (/ECONNREFUSED/.test(text)) hint = `nothing listens at ${target}: start redis-server (apt-get install redis-server) or set ${settings}`;
+  else if (/ENOTFOUND|EAI_AGAIN/.test(text)) hint = `the host of ${target} does not resolve: check ${settings}`;
   else if (/WRONGPASS|NOAUTH|invalid password|invalid username/i.test(text)) hint = 'Redis refused the credentials: check MESSAGES_REDIS_USERNAME and MESSAGES_REDIS_PASSWORD';
-  else if (/NOPERM/.test(text)) hint = 'the Redis ACL user lacks a permission: allow GET, SET, PING, WAIT on messages:*';
+  else if (/NOPERM/.test(text)) hint = 'the Redis ACL user lacks a permission: allow GET, SET, PING (and WAIT with MESSAGES_REDIS_MIN_REPLICAS) on ~messages:*';
   else if (/certificate|self[- ]signed|SSL|TLS|ERR_TLS|EPROTO/i.test(text)) hint = 'the TLS link to Redis failed: check MESSAGES_REDIS_CA_FILE and the server certificate';
-  else if (/timeout/i.test(text)) hint = `${target} did not answer in time: check the network path and MESSAGES_REDIS_TIMEOUT_MS`;
+  else if (/No such master|no valid master/i.test(text)) hint = 'the sentinels know no usable master by that name: check MESSAGES_REDIS_SENTINEL_NAME';
+  else if (/timeout|did not answer/i.test(text)) hint = `${target} did not answer in time: check the network path and MESSAGES_REDIS_TIMEOUT_MS`;
   return { cause: text.trim(), hint };
 }
 
+export interface StateReporter {
+  down(err: unknown): void;
+  up(fields?: Record<string, unknown>): void;
+}
+
 // Logs "redis_down" once per outage and "redis_up" once per recovery, not every reconnect attempt.
-export function trackState(emitter: NodeJS.EventEmitter, log: AppLog, target: string): void {
+export function stateReporter(log: AppLog, target: string, settings = standaloneSettings): StateReporter {
   let up = false;
   let reported = false;
-  emitter.on('error', (err: Error) => {
-    if (!up && reported) return;
-    up = false;
-    reported = true;
-    log.warn('redis_down', { target, ...describeRedisError(err, target) });
-  });
-  emitter.on('ready', () => {
-    if (up) return;
-    up = true;
-    reported = true;
-    log.info('redis_up', { target });
+  return {
+    down(err) {
+      if (!up && reported) return;
+      up = false;
+      reported = true;
+      log.warn('redis_down', { target, ...describeRedisError(err, target, settings) });
+    },
+    up(fields) {
+      if (up) return;
+      up = true;
+      reported = true;
+      log.info('redis_up', { target, ...fields });
+    },
+  };
+}
+
+export const offline = () => new Error('The connection to Redis is not ready');
+
+export type Bounded = <T>(work: (signal: AbortSignal) => Promise<T>) => Promise<T>;
+
+// node-redis's command timeout ends once a command is written; this bounds the reply too, so a hung or failing-over
+// Redis costs a request at most `ms`. A hung Redis raises no error event: misses are logged, at most once per 10 s.
+export function deadline(ms: number, log: AppLog, target: string): Bounded {
+  let lastLogged = 0;
+  let missed = 0;
+  return (work) => new Promise((resolve, reject) => {
+    const controller = new AbortController();
+    const timer = setTimeout(() => {
+      controller.abort();
+      missed += 1;
+      if (Date.now() - lastLogged >= 10_000) {
+        log.warn('redis_timeout', { target, timeoutMs: ms, missed, hint: `${target} did not answer in time: a failover, a hung server or MESSAGES_REDIS_TIMEOUT_MS too low` });
+        lastLogged = Date.now();
+        missed = 0;
+      }
+      reject(new Error(`Redis did not answer within ${ms} ms`));
+    }, ms);
+    work(controller.signal).then(resolve, reject).finally(() => clearTimeout(timer));
   });
 }
 
-function tlsOptions(config: RedisConfig) {
+// Credentials, TLS, fail-fast and backoff: the same for a standalone server and every cluster or replication node.
+export function nodeOptions(config: RedisConfig) {
+  return {
+    ...(config.username === undefined ? {} : { username: config.username }),
+    ...(config.password === undefined ? {} : { password: config.password }),
+    // Fail fast while disconnected instead of queueing requests that would hang until Redis returns.
+    disableOfflineQueue: true,
+    socket: { ...tlsOptions(config), connectTimeout: config.timeoutMs, reconnectStrategy: reconnectDelay },
+  };
+}
+
+export function tlsOptions(config: RedisConfig) {
   if (!config.tls) return {};
   return { tls: true as const, ...(config.caFile === undefined ? {} : { ca: fs.readFileSync(config.caFile) }) };
 }
 
 export function connectStandalone(config: RedisConfig, log: AppLog): RedisConnection {
-  const client = createClient({
-    ...(config.url === undefined ? {} : { url: config.url }),
-    ...(config.username === undefined ? {} : { username: config.username }),
-    ...(config.password === undefined ? {} : { password: config.password }),
-    socket: {
-      ...(config.url === undefined ? { host: config.host, port: config.port } : {}),
-      ...tlsOptions(config),
-      connectTimeout: config.timeoutMs,
-      reconnectStrategy: reconnectDelay,
-    },
-    // Fail fast while disconnected instead of queueing requests that would hang until Redis returns.
-    disableOfflineQueue: true,
-    commandOptions: { timeout: config.timeoutMs },
-  });
   const target = config.url === undefined ? `${config.host}:${config.port}` : new URL(config.url).host;
-  trackState(client, log, target);
-  client.connect().catch(() => {
-    // Errors are reported through the 'error' event; connect() keeps retrying by reconnectStrategy.
-  });
+  const state = stateReporter(log, target);
+  const bounded = deadline(config.timeoutMs, log, target);
+  const open = () => {
+    const options = nodeOptions(config);
+    const client = createClient({
+      ...options,
+      ...(config.url === undefined ? {} : { url: config.url }),
+      socket: { ...options.socket, ...(config.url === undefined ? { host: config.host, port: config.port } : {}) },
+      commandOptions: { timeout: config.timeoutMs },
+    });
+    client.on('error', (err: unknown) => state.down(err));
+    client.on('ready', () => state.up());
+    client.connect().catch(() => {
+      // Errors are reported through the 'error' event; connect() keeps retrying by reconnectStrategy.
+    });
+    return client;
+  };
+  const client = open();
+  // WAIT holds its connection until the replicas answer or it times out: durable writes get a connection of their
+  // own, so that reads and PINGs never queue behind one.
+  const writer = config.minReplicas > 0 ? open() : client;
   return {
-    set: (key, value) => client.set(key, value),
-    get: (key) => client.get(key),
-    ping: () => client.ping(),
-    waitReplicas: async (_key, replicas, timeoutMs) =>
-      Number(await client.sendCommand(['WAIT', String(replicas), String(timeoutMs)])),
+    set: (key, value, replicas, waitMs) => bounded(async () => {
+      if (replicas === 0) return client.set(key, value).then(() => 0);
+      // A pipeline is queued even while offline: refuse it here as single commands are.
+      if (!writer.isReady) throw offline();
+      const [, acked] = await writer.multi().set(key, value).wait(replicas, waitMs).execAsPipeline();
+      return Number(acked);
+    }),
+    get: (key) => bounded(() => client.get(key)),
+    ping: () => bounded(() => client.ping()),
     get isReady() {
-      return client.isReady;
+      return client.isReady && writer.isReady;
     },
     close: async () => {
       // close() lets replies in flight arrive; a client still reconnecting has none and is destroyed.
-      if (client.isReady) await client.close();
-      else if (client.isOpen) client.destroy();
+      for (const each of new Set([client, writer])) {
+        if (each.isReady) await each.close();
+        else if (each.isOpen) each.destroy();
+      }
     },
   };
 }
 
 export function connectRedis(config: RedisConfig, log: AppLog): RedisConnection {
+  if (config.clusterNodes.length > 0) return connectCluster(config, log);
+  if (config.sentinels.length > 0) return connectSentinel(config, log);
   return connectStandalone(config, log);
 }

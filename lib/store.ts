@@ -36,12 +36,10 @@ export function createStore(redis: RedisConnection, options: StoreOptions): Stor
       const digest = digestOf(message);
       const key = keyPrefix + digest;
       // SET of the same value under the same key is harmless, so a repeated POST needs no check first.
-      await redis.set(key, message).catch(unavailable);
-      if (options.minReplicas > 0) {
-        const acked = await redis.waitReplicas(key, options.minReplicas, options.timeoutMs).catch(unavailable);
-        if (acked < options.minReplicas) {
-          throw storageUnavailable(`Write reached ${acked} of ${options.minReplicas} required replicas, retry later`);
-        }
+      // WAIT gets half the time budget, so that its count arrives before the connection's deadline does.
+      const acked = await redis.set(key, message, options.minReplicas, Math.floor(options.timeoutMs / 2)).catch(unavailable);
+      if (acked < options.minReplicas) {
+        throw storageUnavailable(`Write reached ${acked} of ${options.minReplicas} required replicas, retry later`);
       }
       return digest;
     },

@@ -1,0 +1,180 @@
+// Redis Cluster (sharding) and Sentinel (failover) connections, built with the official client's own support.
+import { createCluster, createSentinel } from 'redis';
+import type { AppLog } from './app-log.ts';
+import type { HostPort, RedisConfig } from './config.ts';
+import {
+  deadline, nodeOptions, offline, reconnectDelay, stateReporter, tlsOptions, type RedisConnection, type StateReporter,
+} from './redis.ts';
+
+const address = (node: HostPort) => `${node.host}:${node.port}`;
+
+// The clients' connect() gives up when no seed answers; keep trying with the backoff single connections use.
+function keepConnecting(connect: () => Promise<unknown>, state: StateReporter): { stop(): void } {
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  const attempt = (retries: number): void => {
+    connect().catch((err: unknown) => {
+      state.down(err);
+      if (!stopped) timer = setTimeout(() => attempt(retries + 1), reconnectDelay(retries));
+    });
+  };
+  attempt(0);
+  return {
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
+}
+
+// A graceful close lets replies in flight arrive; past the deadline the connections are cut.
+async function closeWithin(ms: number, close: () => Promise<unknown>, destroy: () => unknown): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const closed = await Promise.race([
+    close().then(() => true, () => false),
+    new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), ms); }),
+  ]);
+  clearTimeout(timer);
+  if (!closed) await destroy();
+}
+
+const isRedirect = (err: unknown) => err instanceof Error && /^(MOVED|ASK) /.test(err.message);
+
+export function connectCluster(config: RedisConfig, log: AppLog): RedisConnection {
+  const settings = 'MESSAGES_REDIS_CLUSTER_NODES';
+  const seeds = `cluster ${config.clusterNodes.map(address).join(',')}`;
+  const bounded = deadline(config.timeoutMs, log, seeds);
+  const seedState = stateReporter(log, seeds, settings);
+  const nodeStates = new Map<string, StateReporter>();
+  const nodeState = (node: HostPort) => {
+    const key = address(node);
+    if (!nodeStates.has(key)) nodeStates.set(key, stateReporter(log, key, settings));
+    return nodeStates.get(key)!;
+  };
+  const open = () => {
+    const cluster = createCluster({
+      rootNodes: config.clusterNodes.map((node) => ({ socket: { host: node.host, port: node.port } })),
+      // The seeds only serve discovery: credentials and TLS reach the discovered nodes through `defaults`.
+      defaults: nodeOptions(config),
+      useReplicas: config.readFromReplicas,
+      commandOptions: { timeout: config.timeoutMs },
+    });
+    cluster.on('error', (err: unknown) => seedState.down(err));
+    cluster.on('connect', () => seedState.up({ masters: cluster.masters.map(address) }));
+    cluster.on('node-error', (err: unknown, node: HostPort) => nodeState(node).down(err));
+    cluster.on('node-ready', (node: HostPort) => nodeState(node).up());
+    return { cluster, connecting: keepConnecting(() => cluster.connect(), seedState) };
+  };
+  const main = open();
+  const cluster = main.cluster;
+  // WAIT holds its connection until the replicas answer or it times out: durable writes get a connection per master
+  // of their own, so that reads and PINGs never queue behind one.
+  const durable = config.minReplicas > 0 ? open() : main;
+
+  return {
+    set: (key, value, replicas, waitMs) => bounded(async () => {
+      if (replicas === 0) return cluster.set(key, value).then(() => 0);
+      // node-redis sends a bare WAIT to every shard (its request policy for WAIT is all_shards): pipeline it
+      // behind the SET on the connection to the master that owns the key's slot instead.
+      const master = await durable.cluster.getNodeClientForKey(key, false);
+      if (!master.isReady) throw offline();
+      try {
+        const [, acked] = await master.multi().set(key, value).wait(replicas, waitMs).execAsPipeline();
+        return Number(acked);
+      } catch (err) {
+        // The slot moved: a plain SET follows the redirect and refreshes the slot map for the client's retry.
+        if (isRedirect(err)) await durable.cluster.set(key, value);
+        throw err;
+      }
+    }),
+    get: (key) => bounded(async () => {
+      if (!config.readFromReplicas) return cluster.get(key);
+      // A replica may be down or behind: a miss there is asked again of the master before it becomes a 404.
+      const fromAnyNode = await cluster.get(key).catch(() => null);
+      return fromAnyNode ?? cluster.sendCommand<string | null>(key, false, ['GET', key]);
+    }),
+    // Ready means every master answers: any key may hash to any of them.
+    ping: () => bounded(async () => {
+      if (cluster.masters.length === 0) throw offline();
+      return Promise.all(cluster.masters.map(async (node) => (await cluster.nodeClient(node)).ping()));
+    }),
+    get isReady() {
+      return cluster.isReady && durable.cluster.isReady;
+    },
+    close: async () => {
+      await Promise.all([...new Set([main, durable])].map(async (each) => {
+        each.connecting.stop();
+        await closeWithin(config.timeoutMs, () => each.cluster.close(), () => each.cluster.destroy());
+      }));
+    },
+  };
+}
+
+interface SentinelClientError { type: string; node: HostPort; error: unknown }
+
+export function connectSentinel(config: RedisConfig, log: AppLog): RedisConnection {
+  const settings = 'MESSAGES_REDIS_SENTINELS';
+  const target = `master ${config.sentinelName} via sentinels ${config.sentinels.map(address).join(',')}`;
+  const bounded = deadline(config.timeoutMs, log, target);
+  const masterState = stateReporter(log, target, settings);
+  const sentinelState = stateReporter(log, `sentinels ${config.sentinels.map(address).join(',')}`, settings);
+  const open = (masterPoolSize: number) => {
+    const sentinel = createSentinel({
+      name: config.sentinelName,
+      sentinelRootNodes: config.sentinels,
+      nodeClientOptions: nodeOptions(config),
+      sentinelClientOptions: { socket: { ...tlsOptions(config), connectTimeout: config.timeoutMs } },
+      masterPoolSize,
+      commandOptions: { timeout: config.timeoutMs },
+    });
+    sentinel.on('error', (err: unknown) => sentinelState.down(err));
+    sentinel.on('client-error', (event: SentinelClientError) => {
+      const state = event.type === 'MASTER' ? masterState : sentinelState;
+      state.down(new Error(`${event.type} ${address(event.node)}: ${describe(event.error)}`));
+    });
+    sentinel.on('ready', () => {
+      const master = sentinel.getMasterNode();
+      masterState.up({ master: master === undefined ? undefined : address(master) });
+      sentinelState.up();
+    });
+    return { sentinel, connecting: keepConnecting(() => sentinel.connect(), masterState) };
+  };
+  const main = open(1);
+  const sentinel = main.sentinel;
+  sentinel.on('topology-change', (event: { type: string; node?: HostPort }) => {
+    if (event.type === 'MASTER_CHANGE' && event.node !== undefined) log.info('redis_master_changed', { target, master: address(event.node) });
+  });
+  // WAIT holds its connection until the replicas answer or it times out: durable writes lease connections of their
+  // own (up to 8 waiting at once), so that reads and PINGs never queue behind one.
+  const durable = config.minReplicas > 0 ? open(8) : main;
+  // Before the first connect and after a failed one the client has no master to send to.
+  const whenOpen = <T>(each: typeof main, work: (signal: AbortSignal) => Promise<T>) =>
+    (each.sentinel.isOpen ? bounded(work) : Promise.reject(offline()));
+
+  return {
+    set: (key, value, replicas, waitMs) => whenOpen(replicas === 0 ? main : durable, async (signal) => {
+      if (replicas === 0) return sentinel.set(key, value).then(() => 0);
+      // If the master fails mid-pipeline the client sends SET and WAIT again, together, to the new master.
+      return durable.sentinel.use(async (lease) => {
+        if (signal.aborted) return 0;
+        const [, acked] = await lease.multi().set(key, value).wait(replicas, waitMs).execAsPipeline();
+        return Number(acked);
+      });
+    }),
+    get: (key) => whenOpen(main, () => sentinel.get(key)),
+    ping: () => whenOpen(main, () => sentinel.ping()),
+    get isReady() {
+      return sentinel.isReady && durable.sentinel.isReady;
+    },
+    close: async () => {
+      await Promise.all([...new Set([main, durable])].map(async (each) => {
+        each.connecting.stop();
+        await closeWithin(config.timeoutMs, () => each.sentinel.close(), () => each.sentinel.destroy());
+      }));
+    },
+  };
+}
+
+function describe(err: unknown): string {
+  return err instanceof Error ? `${(err as NodeJS.ErrnoException).code ?? ''} ${err.message}`.trim() : String(err);
+}
