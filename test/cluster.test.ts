@@ -1,0 +1,128 @@
+// Redis Cluster mode: messages spread over three masters and all read back; WAIT goes to the master owning the key's
+// slot; a lost replica or master fails only its own slots, fast; a promoted replica serves every acknowledged message.
+import assert from 'node:assert/strict';
+import type https from 'node:https';
+import path from 'node:path';
+import { after, before, test } from 'node:test';
+import { digestOf } from '../lib/store.ts';
+import { makeCert, request, serviceEnv, startInProcess, tempDir, type Cert, type InProcess } from './helpers.ts';
+import { get, inParallel, info, keepAliveAgent, pollUntil, post, redisCli, startCluster, type Cluster, type Shard } from './redis-fixtures.ts';
+
+let cluster: Cluster;
+let cert: Cert;
+let agent: https.Agent;
+// Acknowledges a write once one replica has it, and reads from replicas.
+let durable: InProcess;
+// The defaults: acknowledges once the master has it, reads from masters.
+let plain: InProcess;
+const stored: string[] = Array.from({ length: 3000 }, (_, i) => `cluster message ${i}`);
+
+before(async () => {
+  const dir = tempDir();
+  [cluster, cert] = await Promise.all([startCluster(3, 1), makeCert(dir)]);
+  agent = keepAliveAgent(cert.ca, 16);
+  const env = (logs: string, extra: Record<string, string>) => serviceEnv({ redis: cluster.nodes[0]!, cert, dir }, {
+    MESSAGES_REDIS_CLUSTER_NODES: cluster.seeds, MESSAGES_LOG_DIR: path.join(dir, logs), ...extra,
+  });
+  durable = await startInProcess(env('durable', { MESSAGES_REDIS_MIN_REPLICAS: '1', MESSAGES_REDIS_READ_FROM_REPLICAS: '1' }));
+  plain = await startInProcess(env('plain', {}));
+  for (const app of [durable, plain]) {
+    await pollUntil('/readyz 200', async () => ((await readyz(app)) === 200 ? true : undefined));
+  }
+});
+
+after(async () => {
+  agent?.destroy();
+  await durable?.stop();
+  await plain?.stop();
+  await cluster?.stop();
+});
+
+const readyz = async (app: InProcess) => (await request(app.service.port, cert.ca, { path: '/readyz', agent })).status;
+
+async function postTimed(app: InProcess, message: string) {
+  const started = Date.now();
+  const reply = await post(app.service.port, cert.ca, agent, message);
+  return { message, status: reply.status, body: reply.body, elapsedMs: Date.now() - started };
+}
+
+async function shardsOf(messages: string[]): Promise<Shard[]> {
+  const slots = await cluster.slotsOf(messages.map((message) => `messages:${digestOf(message)}`));
+  return slots.map((slot) => cluster.shardOf(slot));
+}
+
+test('stores 3000 messages spread over all three masters, each on its replica too, and reads every one back', async () => {
+  const posted = await inParallel(stored, 16, (message) => post(durable.service.port, cert.ca, agent, message));
+  assert.deepEqual(posted.filter((reply) => reply.status !== 201), []);
+  assert.deepEqual(posted.map((reply) => JSON.parse(reply.body).digest), stored.map(digestOf));
+
+  const sizes = await Promise.all(cluster.shards.map(async (shard) => ({
+    master: Number(await redisCli(shard.master.port, 'DBSIZE')),
+    replica: Number(await redisCli(shard.replica!.port, 'DBSIZE')),
+  })));
+  for (const size of sizes) {
+    assert.ok(size.master > 0, `a master holds no key: ${JSON.stringify(sizes)}`);
+    assert.equal(size.replica, size.master);
+  }
+  assert.equal(sizes.reduce((sum, size) => sum + size.master, 0), stored.length);
+
+  const read = await inParallel(stored, 16, (message) => get(durable.service.port, cert.ca, agent, digestOf(message)));
+  assert.deepEqual(read.map((reply) => reply.status === 200 ? JSON.parse(reply.body).message : reply.status), stored);
+});
+
+test('with MIN_REPLICAS=1 answers 503 within 2 s exactly for the slots whose master lost its replica, and still reads them', async () => {
+  const [lonely] = cluster.shards;
+  await lonely!.replica!.stop('SIGKILL');
+  const messages = Array.from({ length: 90 }, (_, i) => `after the replica died ${i}`);
+  // Reads run alongside the writes stuck in WAIT: they use other connections, and a read that picked the dead
+  // replica falls back to the master.
+  const earlier = stored.filter((_, i) => i % 10 === 0);
+  const [replies, read] = await Promise.all([
+    inParallel(messages, 8, (message) => postTimed(durable, message)),
+    inParallel(earlier, 8, (message) => get(durable.service.port, cert.ca, agent, digestOf(message))),
+  ]);
+  assert.deepEqual(read.map((reply) => reply.status), earlier.map(() => 200));
+  const owners = await shardsOf(messages);
+  assert.ok(owners.includes(lonely!) && owners.some((owner) => owner !== lonely), 'messages hash to both kinds of shard');
+  replies.forEach((reply, i) => {
+    if (owners[i] === lonely) {
+      assert.equal(reply.status, 503, reply.message);
+      // The first WAIT in line reports its count; those queued behind it on the connection reach the deadline.
+      assert.match(JSON.parse(reply.body).err_msg, /^(Write reached 0 of 1 required replicas|Storage is unavailable), retry later$/);
+      assert.ok(reply.elapsedMs < 2000, `answered after ${reply.elapsedMs} ms`);
+    } else {
+      assert.equal(reply.status, 201, reply.message);
+    }
+  });
+});
+
+test('a killed master fails only its own slots within 2 s, then its promoted replica serves them with every acknowledged message', async (t) => {
+  const failed = cluster.shards[1]!;
+  await failed.master.stop('SIGKILL');
+  const killedAt = Date.now();
+  const messages = Array.from({ length: 60 }, (_, i) => `after the master died ${i}`);
+  const replies = await inParallel(messages, 8, (message) => postTimed(plain, message));
+  const owners = await shardsOf(messages);
+  replies.forEach((reply, i) => {
+    if (owners[i] === failed) {
+      assert.equal(reply.status, 503, reply.message);
+      assert.ok(reply.elapsedMs < 2000, `answered after ${reply.elapsedMs} ms`);
+    } else {
+      assert.equal(reply.status, 201, reply.message);
+    }
+  });
+  assert.equal(await readyz(plain), 503);
+
+  const retry = messages.filter((_, i) => owners[i] === failed);
+  await pollUntil('a write to the failed slots to succeed', async () => ((await postTimed(plain, retry[0]!)).status === 201 ? true : undefined), 30_000);
+  t.diagnostic(`writes to the failed master's slots succeeded again ${Date.now() - killedAt} ms after the SIGKILL`);
+  assert.equal((await info(failed.replica!.port, 'replication')).get('role'), 'master');
+  const again = await inParallel(retry, 8, (message) => postTimed(plain, message));
+  assert.deepEqual(again.map((reply) => reply.status), retry.map(() => 201));
+  await pollUntil('/readyz 200', async () => ((await readyz(plain)) === 200 ? true : undefined));
+
+  // Every message the durable service acknowledged on the failed shard was on the replica that took over.
+  const owned = (await shardsOf(stored)).map((owner, i) => (owner === failed ? stored[i]! : undefined)).filter((m) => m !== undefined);
+  const read = await inParallel(owned, 16, (message) => get(plain.service.port, cert.ca, agent, digestOf(message)));
+  assert.deepEqual(read.map((reply) => reply.status === 200 ? JSON.parse(reply.body).message : reply.status), owned);
+});

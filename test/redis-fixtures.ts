@@ -1,0 +1,316 @@
+// Fixtures for the Redis topologies: a cluster, a replication group watched by sentinels, a slow link, a private CA,
+// and a bounded load runner. Every process listens on a free loopback port in a temp dir and is killed by pid.
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import fs from 'node:fs';
+import https from 'node:https';
+import net from 'node:net';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import { freePort, request, startRedis, stopChild, tempDir, waitForOutput, type RedisServer, type Reply } from './helpers.ts';
+
+const run = promisify(execFile);
+
+// A test that fails half-way still leaves no redis-server behind: whatever is running at exit is killed.
+const running = new Set<{ child: ChildProcess }>();
+process.once('exit', () => {
+  for (const server of running) server.child.kill('SIGKILL');
+});
+
+async function startTracked(args: string[]): Promise<RedisServer> {
+  const server = await startRedis(args);
+  running.add(server);
+  return server;
+}
+
+async function stopAll(servers: Array<{ child: ChildProcess }>): Promise<void> {
+  await Promise.all(servers.map(async (server) => {
+    await stopChild(server.child, 'SIGKILL');
+    running.delete(server);
+  }));
+}
+
+export async function redisCli(port: number, ...args: string[]): Promise<string> {
+  const { stdout } = await run('redis-cli', ['-h', '127.0.0.1', '-p', String(port), ...args], { timeout: 5000 });
+  return stdout.trim();
+}
+
+// Many commands through one redis-cli, one reply line each (no tty: raw replies).
+export async function redisCliBatch(port: number, commands: string[][]): Promise<string[]> {
+  const child = spawn('redis-cli', ['-h', '127.0.0.1', '-p', String(port)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  let output = '';
+  child.stdout.on('data', (chunk: Buffer) => { output += chunk.toString(); });
+  child.stdin.end(commands.map((command) => `${command.join(' ')}\n`).join(''));
+  await once(child, 'close');
+  return output.trim().split('\n');
+}
+
+// "key:value" lines of INFO, or the flat key/value list of SENTINEL MASTER.
+export async function info(port: number, section: string): Promise<Map<string, string>> {
+  const lines = (await redisCli(port, 'INFO', section)).split(/\r?\n/);
+  return new Map(lines.filter((line) => line.includes(':')).map((line) => [line.slice(0, line.indexOf(':')), line.slice(line.indexOf(':') + 1)]));
+}
+
+// For state with no event to wait on (a cluster converging, sentinels electing a leader): a bounded poll.
+export async function pollUntil<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+// The master's own view counts for WAIT: a replica that finished its sync but has not acknowledged yet is not online.
+async function replicaOnline(masterPort: number): Promise<void> {
+  await pollUntil(`a replica online at ${masterPort}`, async () => ((await info(masterPort, 'replication')).get('slave0')?.includes('state=online') ? true : undefined));
+}
+
+export interface Shard { master: RedisServer; replica: RedisServer | undefined; slots: Array<[number, number]> }
+
+export interface Cluster {
+  nodes: RedisServer[];
+  shards: Shard[];
+  seeds: string;
+  slotsOf(keys: string[]): Promise<number[]>;
+  shardOf(slot: number): Shard;
+  stop(): Promise<void>;
+}
+
+// `redis-cli --cluster create` over fresh nodes; `cluster-require-full-coverage no` keeps the other shards
+// writable while one has no master, and a 2 s node timeout makes a failover take seconds.
+export async function startCluster(masters: number, replicasPerMaster: number): Promise<Cluster> {
+  const nodes: RedisServer[] = [];
+  try {
+    for (let i = 0; i < masters * (1 + replicasPerMaster); i += 1) {
+      nodes.push(await startTracked([
+        '--cluster-enabled', 'yes', '--cluster-port', String(await freePort()), '--cluster-config-file', 'nodes.conf',
+        '--cluster-node-timeout', '2000', '--cluster-require-full-coverage', 'no',
+      ]));
+    }
+    await run('redis-cli', ['--cluster', 'create', ...nodes.map((node) => `127.0.0.1:${node.port}`),
+      '--cluster-replicas', String(replicasPerMaster), '--cluster-yes'], { timeout: 30_000 });
+    for (const node of nodes) {
+      await pollUntil(`cluster_state:ok on ${node.port}`, async () => ((await redisCli(node.port, 'CLUSTER', 'INFO')).includes('cluster_state:ok') ? true : undefined));
+    }
+    // Gossip tells every node about the replicas' roles a moment after the slots are covered.
+    const shards = await pollUntil('every replica known to its master', async () => {
+      const found = await readShards(nodes);
+      return found.length === masters && found.every((shard) => (shard.replica !== undefined) === (replicasPerMaster > 0)) ? found : undefined;
+    });
+    for (const shard of shards) {
+      if (shard.replica !== undefined) await replicaOnline(shard.master.port);
+    }
+    return {
+      nodes,
+      shards,
+      seeds: shards.map((shard) => `127.0.0.1:${shard.master.port}`).join(','),
+      async slotsOf(keys) {
+        const replies = await redisCliBatch(shards[0]!.master.port, keys.map((key) => ['CLUSTER', 'KEYSLOT', key]));
+        return replies.map(Number);
+      },
+      shardOf(slot) {
+        const shard = shards.find((candidate) => candidate.slots.some(([from, to]) => slot >= from && slot <= to));
+        if (shard === undefined) throw new Error(`no shard owns slot ${slot}`);
+        return shard;
+      },
+      stop: () => stopAll(nodes),
+    };
+  } catch (err) {
+    await stopAll(nodes);
+    throw err;
+  }
+}
+
+// CLUSTER NODES: "<id> <ip:port@bus> <flags> <master id or -> <ping> <pong> <epoch> <state> <slot ranges...>".
+async function readShards(nodes: RedisServer[]): Promise<Shard[]> {
+  const lines = (await redisCli(nodes[0]!.port, 'CLUSTER', 'NODES')).split('\n').map((line) => line.trim().split(' '));
+  const byId = new Map(lines.map((fields) => [fields[0]!, nodes.find((node) => fields[1]!.startsWith(`127.0.0.1:${node.port}@`))!]));
+  return lines.filter((fields) => fields[2]!.includes('master') && fields.length > 8).map((fields) => ({
+    master: byId.get(fields[0]!)!,
+    replica: byId.get(lines.find((other) => other[3] === fields[0])?.[0] ?? ''),
+    slots: fields.slice(8).map((range) => {
+      const [from, to] = range.split('-').map(Number);
+      return [from!, to ?? from!] as [number, number];
+    }),
+  }));
+}
+
+export interface Sentinel { port: number; child: ChildProcess }
+
+export interface ReplicationGroup {
+  name: string;
+  master: RedisServer;
+  replica: RedisServer;
+  sentinels: Sentinel[];
+  sentinelList: string;
+  masterPort(): Promise<number>;
+  addReplica(masterPort: number): Promise<RedisServer>;
+  stop(): Promise<void>;
+}
+
+// A master, one replica and three sentinels (quorum 2). A master is judged down after 1 s, so a failover takes a
+// few seconds. With linkDelayMs the replica hears its master through a slow link, which widens the window of
+// writes the master acknowledged but the replica has not received yet.
+export async function startReplicationGroup(linkDelayMs = 0): Promise<ReplicationGroup> {
+  const name = 'mymaster';
+  const dir = tempDir('sentinel-');
+  const servers: Array<{ child: ChildProcess }> = [];
+  let link: DelayLink | undefined;
+  try {
+    const master = await startTracked([]);
+    servers.push(master);
+    link = linkDelayMs > 0 ? await delayLink(master.port, linkDelayMs) : undefined;
+    const replica = await startTracked(['--replicaof', '127.0.0.1', String(link?.port ?? master.port)]);
+    servers.push(replica);
+    await replicaOnline(master.port);
+    const sentinels: Sentinel[] = [];
+    for (let i = 0; i < 3; i += 1) {
+      const sentinel = await startSentinel(dir, name, master.port);
+      servers.push(sentinel);
+      sentinels.push(sentinel);
+    }
+    // A failover needs sentinels that know each other (hello messages every 2 s) and the replica.
+    for (const sentinel of sentinels) {
+      await pollUntil(`sentinel ${sentinel.port} to see its peers and the replica`, async () => {
+        const fields = (await redisCli(sentinel.port, 'SENTINEL', 'MASTER', name)).split('\n');
+        const value = (key: string) => fields[fields.indexOf(key) + 1];
+        return value('num-other-sentinels') === '2' && value('num-slaves') === '1' ? true : undefined;
+      });
+    }
+    return {
+      name,
+      master,
+      replica,
+      sentinels,
+      sentinelList: sentinels.map((sentinel) => `127.0.0.1:${sentinel.port}`).join(','),
+      async masterPort() {
+        const reply = await redisCli(sentinels[0]!.port, 'SENTINEL', 'GET-MASTER-ADDR-BY-NAME', name);
+        return Number(reply.split('\n')[1]);
+      },
+      async addReplica(masterPort) {
+        const added = await startTracked(['--replicaof', '127.0.0.1', String(masterPort)]);
+        servers.push(added);
+        return added;
+      },
+      async stop() {
+        await link?.close();
+        await stopAll(servers);
+      },
+    };
+  } catch (err) {
+    await link?.close();
+    await stopAll(servers);
+    throw err;
+  }
+}
+
+async function startSentinel(dir: string, name: string, masterPort: number): Promise<Sentinel> {
+  const port = await freePort();
+  const configFile = path.join(dir, `sentinel-${port}.conf`);
+  // Sentinel rewrites its own configuration file, so each one gets a writable file of its own.
+  fs.writeFileSync(configFile, [
+    `port ${port}`, 'bind 127.0.0.1', `dir ${dir}`, 'logfile ""',
+    `sentinel monitor ${name} 127.0.0.1 ${masterPort} 2`,
+    `sentinel down-after-milliseconds ${name} 1000`,
+    `sentinel failover-timeout ${name} 5000`,
+    '',
+  ].join('\n'));
+  const child = spawn('redis-server', [configFile, '--sentinel'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const sentinel = { port, child };
+  running.add(sentinel);
+  await waitForOutput(child, /\+monitor master/);
+  return sentinel;
+}
+
+export interface DelayLink { port: number; close(): Promise<void> }
+
+// A TCP link that delivers every chunk `delayMs` late in both directions, like a long or congested path. Bytes still
+// in flight when either end closes are dropped, as a dying link drops them.
+export async function delayLink(targetPort: number, delayMs: number): Promise<DelayLink> {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((downstream) => {
+    const upstream = net.connect(targetPort, '127.0.0.1');
+    const pending = new Set<NodeJS.Timeout>();
+    const cut = () => {
+      for (const timer of pending) clearTimeout(timer);
+      pending.clear();
+      downstream.destroy();
+      upstream.destroy();
+    };
+    for (const [from, to] of [[downstream, upstream], [upstream, downstream]] as const) {
+      sockets.add(from);
+      from.on('data', (chunk: Buffer) => {
+        // Timers of equal duration fire in the order they were set, so the byte order is kept.
+        const timer = setTimeout(() => {
+          pending.delete(timer);
+          to.write(chunk);
+        }, delayMs);
+        pending.add(timer);
+      });
+      from.on('error', cut);
+      from.on('close', () => {
+        sockets.delete(from);
+        cut();
+      });
+    }
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    async close() {
+      for (const socket of sockets) socket.destroy();
+      server.close();
+      await once(server, 'close');
+    },
+  };
+}
+
+export interface PrivateCa { caFile: string; certFile: string; keyFile: string }
+
+// A private CA and a server certificate it signs for localhost and 127.0.0.1, as an operator would make for Redis.
+export async function makePrivateCa(dir: string): Promise<PrivateCa> {
+  const file = (name: string) => path.join(dir, name);
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  await run('openssl', ['req', '-x509', '-new', ...ec, '-sha256', '-days', '2', '-subj', '/CN=messages test CA',
+    '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+    '-keyout', file('ca.key'), '-out', file('ca.crt')]);
+  await run('openssl', ['req', '-new', ...ec, '-subj', '/CN=localhost', '-keyout', file('redis.key'), '-out', file('redis.csr')]);
+  fs.writeFileSync(file('redis.ext'), 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n' +
+    'extendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n');
+  await run('openssl', ['x509', '-req', '-in', file('redis.csr'), '-CA', file('ca.crt'), '-CAkey', file('ca.key'),
+    '-CAcreateserial', '-days', '2', '-sha256', '-extfile', file('redis.ext'), '-out', file('redis.crt')]);
+  return { caFile: file('ca.crt'), certFile: file('redis.crt'), keyFile: file('redis.key') };
+}
+
+// Reused TLS connections: thousands of requests must not each pay a handshake on a shared two-core machine.
+export function keepAliveAgent(ca: Buffer, maxSockets: number): https.Agent {
+  return new https.Agent({ keepAlive: true, maxSockets, ca });
+}
+
+export function post(port: number, ca: Buffer, agent: https.Agent, message: string): Promise<Reply> {
+  return request(port, ca, {
+    method: 'POST', path: '/messages', agent, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ message }),
+  });
+}
+
+export function get(port: number, ca: Buffer, agent: https.Agent, digest: string): Promise<Reply> {
+  return request(port, ca, { path: `/messages/${digest}`, agent });
+}
+
+// Runs `work` over `items` with at most `limit` in flight, results in item order.
+export async function inParallel<T, R>(items: T[], limit: number, work: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = new Array(items.length);
+  let next = 0;
+  const lane = async () => {
+    while (next < items.length) {
+      const index = next;
+      next += 1;
+      results[index] = await work(items[index]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, lane));
+  return results;
+}
