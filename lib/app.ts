@@ -20,6 +20,9 @@ const startTimes = new WeakMap<IncomingMessage, number>();
 // A stored message never changes under its digest, so clients may cache it for good (RFC 8246).
 const immutable = 'public, max-age=31536000, immutable';
 
+// On every answer, including those written before a request reaches the app (service.ts).
+export const securityHeaders = { 'X-Content-Type-Options': 'nosniff', 'Strict-Transport-Security': 'max-age=31536000' } as const;
+
 export function createApp({ store, appLog, accessLog, maxBodyBytes }: AppOptions) {
   let draining = false;
 
@@ -29,8 +32,7 @@ export function createApp({ store, appLog, accessLog, maxBodyBytes }: AppOptions
       'Content-Type': 'application/json; charset=utf-8',
       'Content-Length': length,
       'Cache-Control': 'no-store',
-      'X-Content-Type-Options': 'nosniff',
-      'Strict-Transport-Security': 'max-age=31536000',
+      ...securityHeaders,
       ...(draining ? { Connection: 'close' } : {}),
       ...headers,
     });

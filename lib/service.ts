@@ -1,12 +1,14 @@
 // One serving process: HTTPS server with its limits, the store, reload and drain. server.ts wires it to signals.
 import fs from 'node:fs';
+import { STATUS_CODES } from 'node:http';
 import https from 'node:https';
 import type { Socket } from 'node:net';
 import type { AppLog } from './app-log.ts';
 import { createAppLog } from './app-log.ts';
-import { createApp } from './app.ts';
+import { createApp, securityHeaders } from './app.ts';
 import { ensureCert } from './certs.ts';
 import { ConfigError, defaultCertFile, defaultKeyFile, type Config } from './config.ts';
+import { badRequest, HttpError } from './errors.ts';
 import type { LogFiles } from './log-files.ts';
 import { connectRedis } from './redis.ts';
 import { createStore } from './store.ts';
@@ -49,9 +51,24 @@ function handshakeReporter(appLog: AppLog) {
   };
 }
 
-const clientErrorStatus: Record<string, [number, string]> = {
-  HPE_HEADER_OVERFLOW: [431, 'Request header fields too large'],
-  ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request timed out'],
+// For a request no handler sees: the same JSON body and headers as app.ts's answers, then close.
+function answerRaw(socket: Socket, err: HttpError): void {
+  const body = JSON.stringify({ err_msg: err.message });
+  const headers = {
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': Buffer.byteLength(body),
+    'Cache-Control': 'no-store',
+    ...securityHeaders,
+    ...err.headers,
+    Connection: 'close',
+  };
+  const head = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
+  socket.end(`HTTP/1.1 ${err.status} ${STATUS_CODES[err.status]}\r\n${head}\r\n${body}`);
+}
+
+const clientErrors: Record<string, HttpError> = {
+  HPE_HEADER_OVERFLOW: new HttpError(431, 'Request header fields too large'),
+  ERR_HTTP_REQUEST_TIMEOUT: new HttpError(408, 'Request timed out'),
 };
 
 // Malformed HTTP never reaches a handler: answer it in JSON like every other error, then close.
@@ -60,10 +77,7 @@ function answerClientError(err: NodeJS.ErrnoException, socket: Socket): void {
     socket.destroy();
     return;
   }
-  const [status, reason] = clientErrorStatus[err.code ?? ''] ?? [400, 'Bad request'];
-  const body = JSON.stringify({ err_msg: reason });
-  socket.end(`HTTP/1.1 ${status} ${reason}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${body.length}\r\n` +
-    `Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n${body}`);
+  answerRaw(socket, clientErrors[err.code ?? ''] ?? badRequest('Bad request'));
 }
 
 export async function startService(config: Readonly<Config>, logs: LogFiles): Promise<Service> {
