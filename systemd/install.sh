@@ -1,0 +1,93 @@
+#!/bin/sh
+# Installs this clone as a systemd service on a Debian/Ubuntu VM, or removes it with --uninstall; safe to run again.
+# Needs root, node >= 20 at /usr/bin/node with npm, and openssl; Redis is separate (apt-get install redis-server).
+# What it does and why: README "Deploy with systemd" and systemd/README.md.
+set -eu
+umask 022
+
+app=/opt/messages
+conf=/etc/messages
+units="messages.service messages-watchdog.service messages-watchdog.timer"
+src=$(cd "$(dirname "$0")/.." && pwd)
+
+say() { echo "install.sh: $*"; }
+die() { echo "install.sh: $*" >&2; exit 1; }
+
+[ "$(id -u)" -eq 0 ] || die "run as root (sudo $0 $*)"
+
+if [ "${1:-}" = --uninstall ]; then
+  for unit in messages-watchdog.timer messages-watchdog.service messages.service; do
+    systemctl disable --now "$unit" 2>/dev/null || true
+  done
+  for unit in $units; do
+    rm -f "/etc/systemd/system/$unit"
+    rm -rf "/etc/systemd/system/$unit.d"
+  done
+  systemctl daemon-reload
+  rm -rf "$app" "$conf"
+  if getent passwd messages >/dev/null; then userdel messages; fi
+  if getent group messages >/dev/null; then groupdel messages; fi
+  say "removed the units, $app (with its certs and logs), $conf and the messages user"
+  exit 0
+fi
+[ $# -eq 0 ] || die "unknown argument: $1 (usage: $0 [--uninstall])"
+
+[ -x /usr/bin/node ] || die "/usr/bin/node is missing: install Node.js 20 (NodeSource's nodejs package)"
+major=$(/usr/bin/node -p 'process.versions.node.split(".")[0]')
+[ "$major" -ge 20 ] || die "/usr/bin/node is version $major; the service needs 20 or later"
+command -v npm >/dev/null || die "npm is missing (it comes with NodeSource's nodejs package)"
+command -v openssl >/dev/null || die "openssl is missing: apt-get install openssl"
+
+if ! getent passwd messages >/dev/null; then
+  useradd --system --user-group --home-dir "$app" --no-create-home --shell /usr/sbin/nologin messages
+  say "created the messages system user"
+fi
+
+# The code is root's and read-only to the service; only certs/ and logs/ belong to messages.
+install -d -m 0755 "$app" "$app/systemd"
+cp "$src/package.json" "$src/package-lock.json" "$src/tsconfig.json" "$src/server.ts" "$app/"
+rm -rf "$app/lib"
+cp -R "$src/lib" "$app/lib"
+install -m 0755 "$src/systemd/watchdog.sh" "$app/systemd/watchdog.sh"
+(cd "$app" && npm ci --omit=dev --no-audit --no-fund --no-update-notifier --loglevel=error)
+install -d -m 0750 -o messages -g messages "$app/certs" "$app/logs"
+say "installed the app in $app"
+
+# Generated as messages, so the key (mode 0600) is readable by the service and nobody else.
+if [ ! -e "$app/certs/localhost.crt" ] || [ ! -e "$app/certs/localhost.key" ]; then
+  (cd "$app" && runuser -u messages -- /usr/bin/node --import tsx lib/certs.ts)
+fi
+
+# Settings are the admin's: written once as commented templates, never overwritten.
+install -d -m 0755 "$conf"
+if [ ! -e "$conf/messages.env" ]; then
+  install -m 0600 /dev/null "$conf/messages.env"
+  cat >"$conf/messages.env" <<'EOF'
+# messages.service settings (README "Configuration"); `systemctl restart messages` after a change.
+#MESSAGES_PORT=5000
+#MESSAGES_REDIS_HOST=localhost
+#MESSAGES_REDIS_PASSWORD=
+# logrotate owns rotation: turn the service's own rotation off.
+#MESSAGES_LOG_MAX_BYTES=0
+EOF
+  say "wrote $conf/messages.env"
+fi
+if [ ! -e "$conf/watchdog.env" ]; then
+  install -m 0600 /dev/null "$conf/watchdog.env"
+  cat >"$conf/watchdog.env" <<'EOF'
+# messages-watchdog.service settings (systemd/watchdog.sh); read at every run.
+#MESSAGES_WATCHDOG_NOTIFY=mail -s "messages restarted" root
+#MESSAGES_WATCHDOG_TIMEOUT=30
+EOF
+  say "wrote $conf/watchdog.env"
+fi
+
+for unit in $units; do
+  install -m 0644 "$src/systemd/$unit" "/etc/systemd/system/$unit"
+done
+systemctl daemon-reload
+systemctl enable messages.service messages-watchdog.timer
+# restart, not start: a second run must serve the code it just installed.
+systemctl restart messages.service
+systemctl start messages-watchdog.timer
+say "messages.service is $(systemctl is-active messages.service); the watchdog timer is $(systemctl is-active messages-watchdog.timer)"
