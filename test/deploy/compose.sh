@@ -11,6 +11,7 @@ tools=${MESSAGES_COMPOSE_TOOLS:-podman-compose docker-compose}
 bash "$deploy_dir/images.sh"
 
 work=$(mktemp -d /tmp/messages-compose.XXXXXX)
+chmod 0755 "$work" # the clone's owner (uid 1000) must reach the clone inside it
 api_pid=
 project=
 
@@ -63,9 +64,9 @@ run_healthchecks() {
   done
 }
 
-# up: `compose up -d`, bounded, running healthchecks meanwhile (docker-compose waits for Redis to be healthy).
+# up [--build]: `compose up -d`, bounded, running healthchecks meanwhile (docker-compose waits for Redis to be healthy).
 up() {
-  compose up -d >"$work/up.log" 2>&1 &
+  compose up -d "$@" >"$work/up.log" 2>&1 &
   local pid=$! deadline=$((SECONDS + 300))
   while kill -0 "$pid" 2>/dev/null; do
     ((SECONDS < deadline)) || { kill "$pid"; tail -n 30 "$work/up.log"; fail "$tool up: not within 300s"; }
@@ -73,7 +74,7 @@ up() {
     sleep 2
   done
   wait "$pid" || { tail -n 30 "$work/up.log"; fail "$tool up failed"; }
-  echo "ok: $tool up -d"
+  echo "ok: $tool up -d $*"
 }
 
 healthz() { curl -sf --max-time 5 --cacert "$cert" "$url/healthz"; }
@@ -104,7 +105,8 @@ scenario() {
   step "$tool, project $project"
   teardown
   export BUILDAH_FORMAT=docker # the OCI format drops HEALTHCHECK
-  up
+  # --build: an image left by an earlier run must not stand in for this tree.
+  up --build
   wait_for 60 "$tool: certificate generated on the host in certs/" test -s "$cert"
   wait_serving "first start"
 
@@ -167,8 +169,9 @@ scenario() {
     fail "$tool: watchdog exited 0 against a frozen app"
   fi
   sed 's/^/   /' "$work/watchdog.log"
-  grep -q "no answer within 5s; restarting with" "$work/watchdog.log" || fail "$tool: watchdog did not say why"
-  grep -q "no answer within 5s" "$notified" || fail "$tool: the notify command did not get the reason"
+  grep -Eq "smoke check (failed|gave no answer).*; restarting with: $tool" "$work/watchdog.log" ||
+    fail "$tool: watchdog did not say why"
+  grep -Eq "smoke check (failed|gave no answer)" "$notified" || fail "$tool: the notify command did not get the reason"
   wait_serving "after the watchdog's restart"
   [[ $(node_pid) != "$old_pid" ]] || fail "$tool: node was not restarted"
 
