@@ -1,0 +1,440 @@
+// `npm run bench`: the service against a bare node:https ceiling under wrk, same cert, same run, interleaved (issue 6).
+// Flags: --short (or BENCH_SHORT=1: ~1 s per scenario, one round, a wiring and correctness check for CI),
+// --rounds N (medians of N rounds), --duration S (seconds per scenario and server), --connections N.
+// Exits 1 when a response was wrong, 2 when a tool is missing. Numbers are only comparable within one run.
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import fs from 'node:fs';
+import https from 'node:https';
+import os from 'node:os';
+import path from 'node:path';
+import { projectRoot } from '../lib/config.ts';
+import { freePort, makeCert, request, serviceEnv, startRedis, stopChild, tempDir, waitForOutput, type Cert } from './helpers.ts';
+
+const args = process.argv.slice(2);
+const option = (name: string, fallback: number): number => {
+  const at = args.indexOf(name);
+  if (at === -1) return fallback;
+  const value = Number(args[at + 1]);
+  if (!Number.isInteger(value) || value < 1) throw new Error(`The value of "${name}" must be an integer >= 1. Received ${args[at + 1]}`);
+  return value;
+};
+const short = args.includes('--short') || process.env.BENCH_SHORT === '1';
+const rounds = short ? 1 : option('--rounds', 1);
+const seconds = short ? 1 : option('--duration', 5);
+const connections = option('--connections', 32);
+
+const sha256 = (text: string) => createHash('sha256').update(text, 'utf8').digest('hex');
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
+const failures: string[] = [];
+const check = (ok: boolean, what: string) => {
+  if (!ok) failures.push(what);
+};
+
+function has(command: string, versionArg: string): boolean {
+  try {
+    execFileSync(command, [versionArg], { stdio: 'ignore' });
+    return true;
+  } catch (err) {
+    // wrk --version exits 1 after printing its version; only a missing binary is fatal.
+    return (err as NodeJS.ErrnoException).code !== 'ENOENT';
+  }
+}
+
+if (!has('wrk', '--version')) {
+  console.error('bench: wrk is not installed. Install it from Debian\'s packages: apt-get install -y wrk');
+  process.exit(2);
+}
+// The server gets core 0 to itself; wrk and redis-server share core 1. Without taskset or a second core, nothing is pinned.
+const pinned = has('taskset', '--version') && os.availableParallelism() >= 2;
+const serverCore = '0';
+const clientCore = '1';
+const clockTicks = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim());
+
+// ---- /proc: CPU time and resident memory of a server process and its descendants (cluster workers)
+
+function descendants(pid: number): number[] {
+  const parents = new Map<number, number[]>();
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      parents.set(ppid, [...(parents.get(ppid) ?? []), Number(entry)]);
+    } catch {
+      // The process ended between readdir and read.
+    }
+  }
+  const family = [pid];
+  for (let i = 0; i < family.length; i += 1) family.push(...(parents.get(family[i]!) ?? []));
+  return family;
+}
+
+// utime + stime, fields 14 and 15 of /proc/<pid>/stat, counted after the ")" that ends the command name.
+function cpuMicros(pid: number): number {
+  let ticks = 0;
+  for (const member of descendants(pid)) {
+    try {
+      const fields = fs.readFileSync(`/proc/${member}/stat`, 'utf8').split(')').pop()!.trim().split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // Gone: its time is no longer ours to count.
+    }
+  }
+  return (ticks * 1e6) / clockTicks;
+}
+
+// Largest single process (the issue's limit is per process) and the sum over the family.
+function rss(pid: number): { max: number; total: number } {
+  let max = 0;
+  let total = 0;
+  for (const member of descendants(pid)) {
+    try {
+      const kb = Number(/VmRSS:\s+(\d+)/.exec(fs.readFileSync(`/proc/${member}/status`, 'utf8'))?.[1] ?? 0);
+      max = Math.max(max, kb * 1024);
+      total += kb * 1024;
+    } catch {
+      // Gone.
+    }
+  }
+  return { max, total };
+}
+
+// ---- servers
+
+interface Server { name: string; port: number; child: ChildProcess; accessLog?: string }
+
+const children: ChildProcess[] = [];
+const loopback = '127.0.0.1';
+
+function launch(command: string[], env: Record<string, string>, core: string | undefined): ChildProcess {
+  const argv = core !== undefined && pinned ? ['taskset', '-c', core, ...command] : command;
+  const child = spawn(argv[0]!, argv.slice(1), { cwd: projectRoot, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  // Drain output so a chatty child never blocks on a full pipe.
+  child.stdout!.resume();
+  child.stderr!.resume();
+  return child;
+}
+
+async function startCeiling(cert: Cert): Promise<Server> {
+  const child = launch([process.execPath, '--import', 'tsx', 'test/ceiling.ts', cert.certFile, cert.keyFile], {}, serverCore);
+  const line = await waitForOutput(child, /^listening \d+/);
+  return { name: 'ceiling', port: Number(line.split(' ')[1]), child };
+}
+
+function healthy(port: number, ca: Buffer): Promise<boolean> {
+  return request(port, ca, { path: '/healthz' }).then((reply) => reply.status === 200, () => false);
+}
+
+// Start to first 200 on /healthz, polled every 5 ms over a new connection.
+async function startService(name: string, env: Record<string, string>, ca: Buffer, core: string | undefined): Promise<Server & { startMs: number }> {
+  const port = await freePort();
+  const started = performance.now();
+  const child = launch([process.execPath, '--import', 'tsx', 'server.ts'], { ...env, MESSAGES_PORT: String(port) }, core);
+  while (!(await healthy(port, ca))) {
+    if (child.exitCode !== null) throw new Error(`${name} exited with ${child.exitCode} before answering /healthz`);
+    if (performance.now() - started > 20_000) throw new Error(`${name} did not answer /healthz within 20 s`);
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  return { name, port, child, startMs: performance.now() - started, accessLog: path.join(env.MESSAGES_LOG_DIR!, 'access.log') };
+}
+
+// ---- wrk
+
+interface Scenario { key: string; title: string; status: number; target: { metric: 'cpu' | 'rps'; limit: number } }
+
+const scenarios: Scenario[] = [
+  { key: 'get', title: 'GET stored', status: 200, target: { metric: 'cpu', limit: 1.15 } },
+  { key: 'post', title: 'POST new', status: 201, target: { metric: 'cpu', limit: 1.25 } },
+  { key: 'missing', title: 'GET missing', status: 404, target: { metric: 'cpu', limit: 1.15 } },
+  { key: 'close', title: 'GET, new TLS conn each', status: 200, target: { metric: 'rps', limit: 0.9 } },
+];
+
+const luaString = (text: string) => JSON.stringify(text);
+
+// One Lua script per run: prepared GETs cycled over `paths`, or POSTs of unique messages "bench TAG THREAD N".
+function luaScript(scenario: Scenario, paths: string[], tag: string): string {
+  const headers = scenario.key === 'close' ? '{ ["Connection"] = "close" }' : '{}';
+  return `-- generated by test/bench.ts for scenario ${scenario.key}
+local paths = { ${paths.map(luaString).join(', ')} }
+local prepared = {}
+local i = 0
+local n = 0
+threads = 0
+function setup(thread)
+  threads = threads + 1
+  thread:set("tid", threads)
+end
+function init(args)
+  for k, p in ipairs(paths) do prepared[k] = wrk.format("GET", p, ${headers}) end
+end
+function request()
+  ${scenario.key === 'post'
+    ? `n = n + 1
+  return wrk.format("POST", "/messages", { ["Content-Type"] = "application/json" }, string.format('{"message":"bench %s %d %d"}', ${luaString(tag)}, tid, n))`
+    : `i = i % #prepared + 1
+  return prepared[i]`}
+end
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format("BENCH %d %d %d %d %d %d %d %d %d\\n", summary.duration, summary.requests,
+    e.connect, e.read, e.write, e.timeout, e.status, latency:percentile(50), latency:percentile(99)))
+end
+`;
+}
+
+interface Sample {
+  requests: number; rps: number; p50Ms: number; p99Ms: number; cpuUs: number; rssMb: number;
+  status4xx5xx: number; socketErrors: number;
+}
+
+async function runWrk(server: Server, scenario: Scenario, paths: string[], tag: string, runSeconds: number, dir: string, clientOptions = { core: clientCore as string | undefined, threads: 1 }): Promise<Sample> {
+  const script = path.join(dir, `${scenario.key}-${tag}.lua`);
+  fs.writeFileSync(script, luaScript(scenario, paths, tag));
+  const pid = server.child.pid!;
+  const cpuBefore = cpuMicros(pid);
+  const wrkArgs = ['wrk', `-t${clientOptions.threads}`, `-c${connections}`, `-d${runSeconds}s`, '--timeout', '10s', '-s', script, `https://${loopback}:${server.port}/`];
+  const argv = clientOptions.core !== undefined && pinned ? ['taskset', '-c', clientOptions.core, ...wrkArgs] : wrkArgs;
+  const wrk = spawn(argv[0]!, argv.slice(1), { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  wrk.stdout.on('data', (chunk: Buffer) => { output += chunk.toString(); });
+  wrk.stderr.on('data', (chunk: Buffer) => { output += chunk.toString(); });
+  let memory = { max: 0, total: 0 };
+  const sampler = setTimeout(() => { memory = rss(pid); }, (runSeconds * 1000) / 2);
+  const [code] = await new Promise<[number | null]>((resolve) => wrk.once('exit', (c) => resolve([c])));
+  clearTimeout(sampler);
+  const cpu = cpuMicros(pid) - cpuBefore;
+  const line = /^BENCH (.*)$/m.exec(output);
+  if (code !== 0 || line === null) throw new Error(`wrk failed (exit ${code}) against ${server.name}:\n${output}`);
+  const [durationUs, requests, connect, read, write, timeout, status, p50, p99] = line[1]!.split(' ').map(Number) as number[];
+  return {
+    requests: requests!,
+    rps: requests! / (durationUs! / 1e6),
+    p50Ms: p50! / 1000,
+    p99Ms: p99! / 1000,
+    cpuUs: requests! > 0 ? cpu / requests! : Infinity,
+    rssMb: memory.max / 2 ** 20,
+    status4xx5xx: status!,
+    socketErrors: connect! + read! + write! + timeout!,
+  };
+}
+
+// ---- correctness: wrk's own counts, then a sample of responses read and compared in full
+
+interface Corpus { messages: string[]; digests: string[]; missing: string[] }
+
+async function preload(port: number, ca: Buffer, count: number): Promise<Corpus> {
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 16 });
+  const messages = Array.from({ length: count }, (_, i) => `bench stored ${i} ${randomBytes(24).toString('hex')} \u00e9\u{1F600}`);
+  const digests: string[] = [];
+  for (let i = 0; i < count; i += 64) {
+    await Promise.all(messages.slice(i, i + 64).map(async (message, j) => {
+      const reply = await request(port, ca, { method: 'POST', path: '/messages', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ message }), agent });
+      check(reply.status === 201 && reply.body === `{"digest":"${sha256(message)}"}`, `preload: POST answered ${reply.status} ${reply.body}`);
+      digests[i + j] = sha256(message);
+    }));
+  }
+  agent.destroy();
+  return { messages, digests, missing: Array.from({ length: 100 }, () => sha256(randomBytes(16).toString('hex'))) };
+}
+
+async function validateService(server: Server, ca: Buffer, scenario: Scenario, corpus: Corpus, tag: string): Promise<void> {
+  const where = `${server.name} ${scenario.title}`;
+  const get = (digest: string, headers: Record<string, string> = {}) => request(server.port, ca, { path: `/messages/${digest}`, headers });
+  for (const k of [0, 1, corpus.digests.length - 1]) {
+    const headers: Record<string, string> = scenario.key === 'close' ? { Connection: 'close' } : {};
+    const reply = await get(corpus.digests[k]!, headers);
+    check(reply.status === 200 && reply.body === JSON.stringify({ message: corpus.messages[k] }) && reply.headers.etag === `"${corpus.digests[k]}"`,
+      `${where}: GET of a stored digest answered ${reply.status} ${reply.body.slice(0, 120)}`);
+    if (scenario.key === 'close') check(reply.headers.connection === 'close', `${where}: no Connection: close in the answer`);
+  }
+  const missing = await get(corpus.missing[0]!);
+  check(missing.status === 404 && missing.body === `{"err_msg":"Message not found for hash: ${corpus.missing[0]}"}`, `${where}: GET of a missing digest answered ${missing.status} ${missing.body}`);
+  if (scenario.key === 'post') {
+    // The first messages wrk posted must now be stored under the digest node:crypto computes. wrk calls request()
+    // once to verify the script before its first thread starts, so thread 1's first message on the wire is number 2.
+    for (let n = 2; n <= 4; n += 1) {
+      const message = `bench ${tag} 1 ${n}`;
+      const reply = await get(sha256(message));
+      check(reply.status === 200 && reply.body === JSON.stringify({ message }), `${where}: "${message}" posted by wrk is not stored (${reply.status})`);
+    }
+  }
+}
+
+function countLines(file: string, from: number): { lines: number; size: number } {
+  const size = fs.statSync(file).size;
+  const fd = fs.openSync(file, 'r');
+  const chunk = Buffer.alloc(size - from);
+  fs.readSync(fd, chunk, 0, chunk.length, from);
+  fs.closeSync(fd);
+  let lines = 0;
+  for (let at = chunk.indexOf(10); at !== -1; at = chunk.indexOf(10, at + 1)) lines += 1;
+  return { lines, size };
+}
+
+// ---- report
+
+const fixed = (value: number, digits: number) => (Number.isFinite(value) ? value.toFixed(digits) : '-');
+
+function table(samples: Map<string, Sample[]>, ratioRounds: Map<string, { cpu: number[]; rps: number[] }>, servers: string[]): string {
+  const rows = ['| scenario | server | req/s | p50 ms | p99 ms | CPU µs/req | RSS MB | 4xx/5xx | socket errors | CPU × ceiling | req/s × ceiling | target |',
+    '| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |'];
+  for (const scenario of scenarios) {
+    for (const name of servers) {
+      const runs = samples.get(`${scenario.key}/${name}`);
+      if (runs === undefined) continue;
+      const m = (pick: (s: Sample) => number) => median(runs.map(pick));
+      const ratios = ratioRounds.get(`${scenario.key}/${name}`);
+      const cpuRatio = ratios === undefined ? NaN : median(ratios.cpu);
+      const rpsRatio = ratios === undefined ? NaN : median(ratios.rps);
+      let target = '';
+      if (name === 'service') {
+        const { metric, limit } = scenario.target;
+        const met = metric === 'cpu' ? cpuRatio <= limit : rpsRatio >= limit;
+        target = `${metric === 'cpu' ? 'CPU ≤' : 'req/s ≥'} ${limit}× ${met ? 'met' : 'NOT met'}`;
+      }
+      rows.push(`| ${scenario.title} | ${name} | ${fixed(m((s) => s.rps), 0)} | ${fixed(m((s) => s.p50Ms), 2)} | ${fixed(m((s) => s.p99Ms), 2)} | ` +
+        `${fixed(m((s) => s.cpuUs), 1)} | ${fixed(Math.max(...runs.map((s) => s.rssMb)), 0)} | ${m((s) => s.status4xx5xx)} | ${m((s) => s.socketErrors)} | ` +
+        `${name === 'ceiling' ? '1.00' : fixed(cpuRatio, 2)} | ${name === 'ceiling' ? '1.00' : fixed(rpsRatio, 2)} | ${target} |`);
+    }
+  }
+  return rows.join('\n');
+}
+
+// ---- the run
+
+async function main(): Promise<void> {
+  const dir = tempDir('messages-bench-');
+  const redis = await startRedis();
+  children.push(redis.child);
+  if (pinned) execFileSync('taskset', ['-a', '-p', '-c', clientCore, String(redis.child.pid)], { stdio: 'ignore' });
+  const cert = await makeCert(dir);
+  const envFor = (workers: string, logDir: string) => serviceEnv({ redis, cert, dir: logDir }, {
+    MESSAGES_WORKERS: workers,
+    // Rotation off: the bench counts access.log lines, and a rename per 100 MB costs nothing per request.
+    MESSAGES_LOG_MAX_BYTES: '0',
+  });
+
+  console.log(`bench: ${short ? 'short mode (wiring and correctness check, not a timing gate)' : `${rounds} round(s) of ${seconds} s per scenario and server`}, ` +
+    `${connections} connections, wrk ${pinned ? `pinned to core ${clientCore}, servers to core ${serverCore}` : 'and servers unpinned (no taskset or one core)'}`);
+  console.log(`bench: ${os.availableParallelism()} CPUs, load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')} at start. ` +
+    'Other work on this machine skews absolute numbers: compare only the ratios of one run, and treat differences under 10-15% as noise.');
+
+  const startTimes: number[] = [];
+  for (let i = 0; i < (short ? 1 : 3); i += 1) {
+    const probe = await startService('start probe', envFor('1', fs.mkdtempSync(path.join(dir, 'probe-'))), cert.ca, serverCore);
+    startTimes.push(probe.startMs);
+    await stopChild(probe.child);
+  }
+
+  const ceiling = await startCeiling(cert);
+  const service = await startService('service', envFor('1', fs.mkdtempSync(path.join(dir, 'w1-'))), cert.ca, serverCore);
+  const corpus = await preload(service.port, cert.ca, short ? 200 : 1000);
+  const paths = { get: corpus.digests.slice(0, 100).map((d) => `/messages/${d}`), missing: corpus.missing.map((d) => `/messages/${d}`) };
+  const pathsOf = (scenario: Scenario) => (scenario.key === 'missing' ? paths.missing : paths.get);
+
+  const servers = [ceiling, service];
+  if (!short) {
+    for (const scenario of scenarios) {
+      for (const server of servers) await runWrk(server, scenario, pathsOf(scenario), `warm${randomBytes(4).toString('hex')}`, 1, dir);
+    }
+  }
+
+  const samples = new Map<string, Sample[]>();
+  const ratios = new Map<string, { cpu: number[]; rps: number[] }>();
+  let logOffset = fs.statSync(service.accessLog!).size;
+  for (let round = 1; round <= rounds; round += 1) {
+    for (const scenario of scenarios) {
+      const byServer = new Map<string, Sample>();
+      for (const server of servers) {
+        const tag = `r${round}${randomBytes(4).toString('hex')}`;
+        const sample = await runWrk(server, scenario, pathsOf(scenario), tag, seconds, dir);
+        byServer.set(server.name, sample);
+        samples.set(`${scenario.key}/${server.name}`, [...(samples.get(`${scenario.key}/${server.name}`) ?? []), sample]);
+        const where = `round ${round} ${scenario.title} ${server.name}`;
+        check(sample.requests > 0, `${where}: no request completed`);
+        check(sample.socketErrors === 0, `${where}: ${sample.socketErrors} socket errors`);
+        const expected4xx5xx = server === service && scenario.status >= 400 ? sample.requests : 0;
+        check(sample.status4xx5xx === expected4xx5xx, `${where}: ${sample.status4xx5xx} answers >= 400, expected ${expected4xx5xx}`);
+        if (server === service) {
+          await validateService(service, cert.ca, scenario, corpus, tag);
+          // Access logging stays on: every answered request has its line once the 100 ms buffer is flushed.
+          await new Promise((resolve) => setTimeout(resolve, 250));
+          const { lines, size } = countLines(service.accessLog!, logOffset);
+          logOffset = size;
+          check(lines >= sample.requests, `${where}: ${lines} access.log lines for ${sample.requests} requests`);
+        }
+      }
+      const base = byServer.get('ceiling')!;
+      for (const [name, sample] of byServer) {
+        if (name === 'ceiling') continue;
+        const entry = ratios.get(`${scenario.key}/${name}`) ?? { cpu: [], rps: [] };
+        entry.cpu.push(sample.cpuUs / base.cpuUs);
+        entry.rps.push(sample.rps / base.rps);
+        ratios.set(`${scenario.key}/${name}`, entry);
+      }
+    }
+  }
+
+  console.log(`\n### Per request, workers=1 (${rounds > 1 ? `medians of ${rounds} rounds` : 'one round'}, ${seconds} s per run, ${connections} connections)\n`);
+  console.log(table(samples, ratios, servers.map((s) => s.name)));
+  console.log(`\nstart to first 200 on /healthz: ${startTimes.map((t) => `${t.toFixed(0)} ms`).join(', ')} (target ≤ 1000 ms: ${median(startTimes) <= 1000 ? 'met' : 'NOT met'})`);
+
+  await compareWorkers(service, envFor('auto', fs.mkdtempSync(path.join(dir, 'wauto-'))), cert, paths.get, dir);
+
+  for (const child of children) await stopChild(child);
+  console.log(`\nbench: load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')} at the end.`);
+  fs.rmSync(dir, { recursive: true, force: true });
+}
+
+// Both unpinned, wrk with two threads: how much the second core adds (wrk needs a share of it too).
+async function compareWorkers(single: Server, autoEnv: Record<string, string>, cert: Cert, paths: string[], dir: string): Promise<void> {
+  if (pinned) execFileSync('taskset', ['-a', '-p', '-c', `0-${os.availableParallelism() - 1}`, String(single.child.pid)], { stdio: 'ignore' });
+  const auto = await startService('workers=auto', autoEnv, cert.ca, undefined);
+  const rows = ['| scenario | workers | req/s | p99 ms | CPU µs/req (all processes) | req/s × workers=1 |', '| --- | --- | ---: | ---: | ---: | ---: |'];
+  for (const scenario of [scenarios[0]!, scenarios[3]!]) {
+    const runs = new Map<string, Sample[]>([['1', []], [`auto (${os.availableParallelism()})`, []]]);
+    for (let round = 0; round < rounds; round += 1) {
+      for (const [label, server] of [['1', single], [`auto (${os.availableParallelism()})`, auto]] as const) {
+        const sample = await runWrk(server, scenario, paths, `w${randomBytes(4).toString('hex')}`, seconds, dir, { core: undefined, threads: 2 });
+        check(sample.socketErrors === 0 && sample.status4xx5xx === 0, `workers=${label} ${scenario.title}: ${sample.socketErrors} socket errors, ${sample.status4xx5xx} answers >= 400`);
+        runs.get(label)!.push(sample);
+      }
+    }
+    const base = median(runs.get('1')!.map((s) => s.rps));
+    for (const [label, samples] of runs) {
+      const rps = median(samples.map((s) => s.rps));
+      rows.push(`| ${scenario.title} | ${label} | ${rps.toFixed(0)} | ${median(samples.map((s) => s.p99Ms)).toFixed(2)} | ${median(samples.map((s) => s.cpuUs)).toFixed(1)} | ${(rps / base).toFixed(2)} |`);
+    }
+  }
+  const memory = rss(auto.child.pid!);
+  console.log(`\n### workers=1 vs workers=auto (both unpinned, wrk with 2 threads on the same ${os.availableParallelism()} cores)\n`);
+  console.log(rows.join('\n'));
+  console.log(`\nworkers=auto: start to first 200 on /healthz ${auto.startMs.toFixed(0)} ms; RSS ${(memory.total / 2 ** 20).toFixed(0)} MB in all, largest process ${(memory.max / 2 ** 20).toFixed(0)} MB`);
+}
+
+const stopAll = () => {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+};
+process.on('SIGINT', () => {
+  stopAll();
+  process.exit(130);
+});
+
+try {
+  await main();
+} catch (err) {
+  stopAll();
+  throw err;
+}
+if (failures.length > 0) {
+  console.error(`\nbench: ${failures.length} wrong response(s) or count(s):\n  ${failures.slice(0, 20).join('\n  ')}`);
+  process.exitCode = 1;
+} else {
+  console.log('bench: every checked response was right.');
+}
