@@ -57,7 +57,8 @@ export function connectCluster(config: RedisConfig, log: AppLog): RedisConnectio
       // The seeds only serve discovery: credentials and TLS reach the discovered nodes through `defaults`.
       defaults: nodeOptions(config),
       useReplicas: config.readFromReplicas,
-      commandOptions: { timeout: config.timeoutMs },
+      // deadline() bounds every call; see connectStandalone for why node-redis's own command timeout is off.
+      commandOptions: { timeout: 0 },
     });
     cluster.on('error', (err: unknown) => seedState.down(err));
     cluster.on('connect', () => seedState.up({ masters: cluster.masters.map(address) }));
@@ -125,7 +126,8 @@ export function connectSentinel(config: RedisConfig, log: AppLog): RedisConnecti
       nodeClientOptions: nodeOptions(config),
       sentinelClientOptions: { socket: { ...tlsOptions(config), connectTimeout: config.timeoutMs } },
       masterPoolSize,
-      commandOptions: { timeout: config.timeoutMs },
+      // deadline() bounds every call; see connectStandalone for why node-redis's own command timeout is off.
+      commandOptions: { timeout: 0 },
     });
     sentinel.on('error', (err: unknown) => sentinelState.down(err));
     sentinel.on('client-error', (event: SentinelClientError) => {

@@ -96,6 +96,9 @@ export function nodeOptions(config: RedisConfig) {
     ...(config.password === undefined ? {} : { password: config.password }),
     // Fail fast while disconnected instead of queueing requests that would hang until Redis returns.
     disableOfflineQueue: true,
+    // Commands a stalled Redis never takes stay queued once deadline() has answered 503 for them (the per-command
+    // timeout is off, see connectStandalone): this bounds the queue, and past it commands fail at once.
+    commandsQueueMaxLength: 10_000,
     socket: { ...tlsOptions(config), connectTimeout: config.timeoutMs, reconnectStrategy: reconnectDelay },
   };
 }
@@ -115,7 +118,9 @@ export function connectStandalone(config: RedisConfig, log: AppLog): RedisConnec
       ...options,
       ...(config.url === undefined ? {} : { url: config.url }),
       socket: { ...options.socket, ...(config.url === undefined ? { host: config.host, port: config.port } : {}) },
-      commandOptions: { timeout: config.timeoutMs },
+      // deadline() bounds every command from call to reply. node-redis's own timeout would add an AbortSignal.timeout
+      // per command (a timer, then a DOMException when it fires) for a bound that ends once the command is written.
+      commandOptions: { timeout: 0 },
     });
     client.on('error', (err: unknown) => state.down(err));
     client.on('ready', () => state.up());
