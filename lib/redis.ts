@@ -23,15 +23,24 @@ export function reconnectDelay(retries: number): number {
   return Math.min(50 * 2 ** retries, 2000) + Math.floor(Math.random() * 100);
 }
 
-const standaloneSettings = 'MESSAGES_REDIS_HOST / MESSAGES_REDIS_PORT / MESSAGES_REDIS_URL';
+// What an operator can change, in the words of each mode: the variables that name the server, and what to do when
+// nothing listens there.
+export interface Hints { variables: string; refused: string }
+
+const standaloneVariables = 'MESSAGES_REDIS_HOST / MESSAGES_REDIS_PORT / MESSAGES_REDIS_URL';
+const standaloneHints: Hints = {
+  variables: standaloneVariables,
+  refused: `start redis-server (apt-get install redis-server) or set ${standaloneVariables}`,
+};
 
 // An operator reads this line without the source at hand: say what failed and what to change.
-export function describeRedisError(err: unknown, target: string, settings = standaloneSettings): { cause: string; hint: string } {
+export function describeRedisError(err: unknown, target: string, hints = standaloneHints): { cause: string; hint: string } {
   const text = err instanceof Error ? `${(err as NodeJS.ErrnoException).code ?? ''} ${err.message}` : String(err);
   let hint = 'check that Redis is running and reachable';
-  if (/ECONNREFUSED/.test(text)) hint = `nothing listens at ${target}: start redis-server (apt-get install redis-server) or set ${settings}`;
-  else if (/ENOTFOUND|EAI_AGAIN/.test(text)) hint = `the host of ${target} does not resolve: check ${settings}`;
-  else if (/WRONGPASS|NOAUTH|invalid password|invalid username/i.test(text)) hint = 'Redis refused the credentials: check MESSAGES_REDIS_USERNAME and MESSAGES_REDIS_PASSWORD';
+  if (/ECONNREFUSED/.test(text)) hint = `nothing listens at ${target}: ${hints.refused}`;
+  else if (/ECONNRESET|Socket closed unexpectedly/.test(text)) hint = `${target} closed the connection: ${hints.refused}`;
+  else if (/ENOTFOUND|EAI_AGAIN/.test(text)) hint = `the host of ${target} does not resolve: check ${hints.variables}`;
+  else if (/WRONGPASS|NOAUTH|invalid password|invalid username/i.test(text)) hint = 'Redis refused the credentials: check MESSAGES_REDIS_USERNAME and MESSAGES_REDIS_PASSWORD (or the user:password of MESSAGES_REDIS_URL)';
   else if (/NOPERM/.test(text)) hint = 'the Redis ACL user lacks a permission: allow GET, SET, PING (and WAIT with MESSAGES_REDIS_MIN_REPLICAS) on ~messages:*';
   else if (/certificate|self[- ]signed|SSL|TLS|ERR_TLS|EPROTO/i.test(text)) hint = 'the TLS link to Redis failed: check MESSAGES_REDIS_CA_FILE and the server certificate';
   else if (/No such master|no valid master/i.test(text)) hint = 'the sentinels know no usable master by that name: check MESSAGES_REDIS_SENTINEL_NAME';
@@ -45,7 +54,7 @@ export interface StateReporter {
 }
 
 // Logs "redis_down" once per outage and "redis_up" once per recovery, not every reconnect attempt.
-export function stateReporter(log: AppLog, target: string, settings = standaloneSettings): StateReporter {
+export function stateReporter(log: AppLog, target: string, hints = standaloneHints): StateReporter {
   let up = false;
   let reported = false;
   return {
@@ -53,7 +62,7 @@ export function stateReporter(log: AppLog, target: string, settings = standalone
       if (!up && reported) return;
       up = false;
       reported = true;
-      log.warn('redis_down', { target, ...describeRedisError(err, target, settings) });
+      log.warn('redis_down', { target, ...describeRedisError(err, target, hints) });
     },
     up(fields) {
       if (up) return;
@@ -66,7 +75,7 @@ export function stateReporter(log: AppLog, target: string, settings = standalone
 
 export const offline = () => new Error('The connection to Redis is not ready');
 
-export type Bounded = <T>(work: (signal: AbortSignal) => Promise<T>) => Promise<T>;
+export type Bounded = <T>(work: () => Promise<T>) => Promise<T>;
 
 // node-redis's command timeout ends once a command is written; this bounds the reply too, so a hung or failing-over
 // Redis costs a request at most `ms`. A hung Redis raises no error event: misses are logged, at most once per 10 s.
@@ -74,18 +83,16 @@ export function deadline(ms: number, log: AppLog, target: string): Bounded {
   let lastLogged = 0;
   let missed = 0;
   return (work) => new Promise((resolve, reject) => {
-    const controller = new AbortController();
     const timer = setTimeout(() => {
-      controller.abort();
       missed += 1;
       if (Date.now() - lastLogged >= 10_000) {
-        log.warn('redis_timeout', { target, timeoutMs: ms, missed, hint: `${target} did not answer in time: a failover, a hung server or MESSAGES_REDIS_TIMEOUT_MS too low` });
+        log.warn('redis_timeout', { target, timeoutMs: ms, missed, hint: `${target} did not answer in time: a failover, a hung server, replicas slow to acknowledge WAIT, or MESSAGES_REDIS_TIMEOUT_MS too low` });
         lastLogged = Date.now();
         missed = 0;
       }
       reject(new Error(`Redis did not answer within ${ms} ms`));
     }, ms);
-    work(controller.signal).then(resolve, reject).finally(() => clearTimeout(timer));
+    work().then(resolve, reject).finally(() => clearTimeout(timer));
   });
 }
 
