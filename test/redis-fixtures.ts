@@ -17,8 +17,9 @@ process.once('exit', () => {
   for (const server of running) server.child.kill('SIGKILL');
 });
 
+// A master otherwise waits 5 s for more replicas before it streams a full sync (repl-diskless-sync-delay).
 async function startTracked(args: string[]): Promise<RedisServer> {
-  const server = await startRedis(args);
+  const server = await startRedis(['--repl-diskless-sync-delay', '0', ...args]);
   running.add(server);
   return server;
 }
@@ -86,7 +87,7 @@ export async function startCluster(masters: number, replicasPerMaster: number): 
     for (let i = 0; i < masters * (1 + replicasPerMaster); i += 1) {
       nodes.push(await startTracked([
         '--cluster-enabled', 'yes', '--cluster-port', String(await freePort()), '--cluster-config-file', 'nodes.conf',
-        '--cluster-node-timeout', '2000', '--cluster-require-full-coverage', 'no',
+        '--cluster-node-timeout', '2000', '--cluster-require-full-coverage', 'no', '--repl-ping-replica-period', '1',
       ]));
     }
     await run('redis-cli', ['--cluster', 'create', ...nodes.map((node) => `127.0.0.1:${node.port}`),
@@ -101,6 +102,15 @@ export async function startCluster(masters: number, replicasPerMaster: number): 
     });
     for (const shard of shards) {
       if (shard.replica !== undefined) await replicaOnline(shard.master.port);
+    }
+    // CLUSTER SLOTS, where clients learn of replicas, lists one only once its replication offset has gossiped past
+    // 0; the master pings its replicas every second (repl-ping-replica-period) to get there.
+    const replicaPorts = shards.flatMap((shard) => (shard.replica === undefined ? [] : [String(shard.replica.port)]));
+    for (const shard of shards) {
+      await pollUntil(`CLUSTER SLOTS on ${shard.master.port} to list the replicas`, async () => {
+        const lines = (await redisCli(shard.master.port, 'CLUSTER', 'SLOTS')).split('\n');
+        return replicaPorts.every((port) => lines.includes(port)) ? true : undefined;
+      });
     }
     return {
       nodes,
@@ -143,6 +153,7 @@ export interface ReplicationGroup {
   name: string;
   master: RedisServer;
   replica: RedisServer;
+  link: ReplicationLink;
   sentinels: Sentinel[];
   sentinelList: string;
   masterPort(): Promise<number>;
@@ -150,19 +161,18 @@ export interface ReplicationGroup {
   stop(): Promise<void>;
 }
 
-// A master, one replica and three sentinels (quorum 2). A master is judged down after 1 s, so a failover takes a
-// few seconds. With linkDelayMs the replica hears its master through a slow link, which widens the window of
-// writes the master acknowledged but the replica has not received yet.
-export async function startReplicationGroup(linkDelayMs = 0): Promise<ReplicationGroup> {
+// A master, one replica behind a link the test can stall, and three sentinels (quorum 2). A master is judged down
+// after 1 s, so a failover takes a few seconds.
+export async function startReplicationGroup(): Promise<ReplicationGroup> {
   const name = 'mymaster';
   const dir = tempDir('sentinel-');
   const servers: Array<{ child: ChildProcess }> = [];
-  let link: DelayLink | undefined;
+  let link: ReplicationLink | undefined;
   try {
     const master = await startTracked([]);
     servers.push(master);
-    link = linkDelayMs > 0 ? await delayLink(master.port, linkDelayMs) : undefined;
-    const replica = await startTracked(['--replicaof', '127.0.0.1', String(link?.port ?? master.port)]);
+    link = await replicationLink(master.port);
+    const replica = await startTracked(['--replicaof', '127.0.0.1', String(link.port)]);
     servers.push(replica);
     await replicaOnline(master.port);
     const sentinels: Sentinel[] = [];
@@ -183,6 +193,7 @@ export async function startReplicationGroup(linkDelayMs = 0): Promise<Replicatio
       name,
       master,
       replica,
+      link,
       sentinels,
       sentinelList: sentinels.map((sentinel) => `127.0.0.1:${sentinel.port}`).join(','),
       async masterPort() {
@@ -195,7 +206,7 @@ export async function startReplicationGroup(linkDelayMs = 0): Promise<Replicatio
         return added;
       },
       async stop() {
-        await link?.close();
+        await link!.close();
         await stopAll(servers);
       },
     };
@@ -224,30 +235,23 @@ async function startSentinel(dir: string, name: string, masterPort: number): Pro
   return sentinel;
 }
 
-export interface DelayLink { port: number; close(): Promise<void> }
+export interface ReplicationLink { port: number; stall(): void; close(): Promise<void> }
 
-// A TCP link that delivers every chunk `delayMs` late in both directions, like a long or congested path. Bytes still
-// in flight when either end closes are dropped, as a dying link drops them.
-export async function delayLink(targetPort: number, delayMs: number): Promise<DelayLink> {
+// A TCP link from a replica to its master that a test can stall: from stall() on nothing passes in either direction,
+// as over a partitioned or congested network, while both connections stay open.
+export async function replicationLink(targetPort: number): Promise<ReplicationLink> {
   const sockets = new Set<net.Socket>();
+  let stalled = false;
   const server = net.createServer((downstream) => {
     const upstream = net.connect(targetPort, '127.0.0.1');
-    const pending = new Set<NodeJS.Timeout>();
     const cut = () => {
-      for (const timer of pending) clearTimeout(timer);
-      pending.clear();
       downstream.destroy();
       upstream.destroy();
     };
     for (const [from, to] of [[downstream, upstream], [upstream, downstream]] as const) {
       sockets.add(from);
       from.on('data', (chunk: Buffer) => {
-        // Timers of equal duration fire in the order they were set, so the byte order is kept.
-        const timer = setTimeout(() => {
-          pending.delete(timer);
-          to.write(chunk);
-        }, delayMs);
-        pending.add(timer);
+        if (!stalled) to.write(chunk);
       });
       from.on('error', cut);
       from.on('close', () => {
@@ -260,6 +264,9 @@ export async function delayLink(targetPort: number, delayMs: number): Promise<De
   await once(server, 'listening');
   return {
     port: (server.address() as net.AddressInfo).port,
+    stall() {
+      stalled = true;
+    },
     async close() {
       for (const socket of sockets) socket.destroy();
       server.close();
