@@ -40,12 +40,15 @@ function handshakeReporter(appLog: AppLog) {
   let last = 0;
   let suppressed = 0;
   return (err: Error, socket: Socket) => {
+    const remote = socket.remoteAddress;
+    // Node leaves the socket open after a handshake timeout: the listener must close it (fastify#3251).
+    socket.destroy();
     const now = Date.now();
     if (now - last < 10_000) {
       suppressed += 1;
       return;
     }
-    appLog.warn('tls_handshake_failed', { remote: socket.remoteAddress, reason: err.message.slice(0, 200), suppressed });
+    appLog.warn('tls_handshake_failed', { remote, reason: err.message.slice(0, 200), suppressed });
     last = now;
     suppressed = 0;
   };
@@ -92,6 +95,8 @@ export async function startService(config: Readonly<Config>, logs: LogFiles): Pr
     headersTimeout: config.headersTimeoutMs,
     requestTimeout: config.requestTimeoutMs,
     keepAliveTimeout: config.keepAliveTimeoutMs,
+    // The TLS handshake counts as part of the headers: Node's default would hold a silent connection for 120 s.
+    handshakeTimeout: config.headersTimeoutMs,
     // Node checks the two timeouts above on this interval; a tighter one cuts slow clients closer to them.
     connectionsCheckingInterval: Math.min(1000, config.headersTimeoutMs),
   }, app.handle);
