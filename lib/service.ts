@@ -8,7 +8,7 @@ import { createAppLog } from './app-log.ts';
 import { createApp, securityHeaders } from './app.ts';
 import { ensureCert } from './certs.ts';
 import { ConfigError, defaultCertFile, defaultKeyFile, type Config } from './config.ts';
-import { badRequest, HttpError } from './errors.ts';
+import { badRequest, HttpError, methodNotAllowed } from './errors.ts';
 import type { LogFiles } from './log-files.ts';
 import { connectRedis } from './redis.ts';
 import { createStore } from './store.ts';
@@ -103,6 +103,8 @@ export async function startService(config: Readonly<Config>, logs: LogFiles): Pr
   server.maxConnections = config.maxConnections;
   server.on('tlsClientError', handshakeReporter(appLog));
   server.on('clientError', answerClientError);
+  // Node drops a CONNECT without a word unless someone listens; this service is no proxy (RFC 9110 section 9.3.6).
+  server.on('connect', (_req: unknown, socket: Socket) => answerRaw(socket, methodNotAllowed('CONNECT', 'GET, HEAD, POST')));
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
