@@ -103,6 +103,8 @@ export async function startService(config: Readonly<Config>, logs: LogFiles): Pr
   server.maxConnections = config.maxConnections;
   server.on('tlsClientError', handshakeReporter(appLog));
   server.on('clientError', answerClientError);
+  // RFC 9110 section 10.1.1: an expectation other than 100-continue may be ignored; Node's own answer is a bare 417.
+  server.on('checkExpectation', app.handle);
   // Node drops a CONNECT without a word unless someone listens; this service is no proxy (RFC 9110 section 9.3.6).
   server.on('connect', (_req: unknown, socket: Socket) => answerRaw(socket, methodNotAllowed('CONNECT', 'GET, HEAD, POST')));
 
