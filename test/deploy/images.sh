@@ -7,7 +7,8 @@ source "$(dirname "$0")/common.sh"
 debian_image=docker.io/library/debian:bookworm-slim
 node_image=docker.io/library/node:20-bookworm-slim
 redis_image=docker.io/library/redis:7
-systemd_image=localhost/messages-systemd-vm:bookworm
+# An image that exists is never rebuilt: change its tag when its recipe below changes.
+systemd_image=localhost/messages-systemd-vm:bookworm-2
 
 missing=()
 for image in "$debian_image" "$node_image" "$redis_image" "$systemd_image"; do
@@ -132,12 +133,12 @@ SCRIPT
     --change 'ENTRYPOINT ["docker-entrypoint.sh"]' --change 'CMD ["redis-server"]'
 fi
 
-# A stand-in Debian 12 VM: systemd as PID 1, Debian's redis-server and openssl, and node 20 with npm where NodeSource puts
+# A stand-in Debian 12 VM: systemd as PID 1, Debian's redis-server, openssl and logrotate, and node 20 with npm where NodeSource puts
 # them (/usr/bin, /usr/lib/node_modules).
 if ! podman image exists "$systemd_image"; then
   step "$systemd_image"
   tree=$(copy_tree systemd)
-  chroot_install "$tree" systemd systemd-sysv dbus procps redis-server openssl ca-certificates
+  chroot_install "$tree" systemd systemd-sysv dbus procps redis-server openssl ca-certificates logrotate
   install_node "$tree" /usr/bin /usr/lib
   : >"$tree/etc/machine-id"
   for unit in getty@.service console-getty.service systemd-udevd.service systemd-networkd.service \

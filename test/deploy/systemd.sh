@@ -41,7 +41,7 @@ system_up() { [[ $(in_vm systemctl is-system-running) =~ ^(running|degraded)$ ]]
 step "boot the VM"
 podman rm -f -t 0 "$vm" >/dev/null 2>&1 || true
 fresh_clone "$work/messages"
-podman run -d --name "$vm" --systemd=always --privileged localhost/messages-systemd-vm:bookworm >/dev/null
+podman run -d --name "$vm" --systemd=always --privileged localhost/messages-systemd-vm:bookworm-2 >/dev/null
 wait_for 60 "systemd is up in the VM" system_up
 wait_for 30 "Debian's redis-server is active" in_vm systemctl is-active redis-server.service
 podman cp "$work/messages" "$vm:/root/messages"
@@ -103,6 +103,20 @@ wait_for 15 "after systemctl reload the new certificate verifies" smoke_check
   fail "reload took the service down"
 in_vm rm /opt/messages/certs/previous.crt /opt/messages/certs/previous.key
 check_passes "after reload, same main PID $pid, never inactive"
+
+step "logrotate"
+in_vm sh -c 'echo MESSAGES_LOG_MAX_BYTES=0 >>/etc/messages/messages.env'
+in_vm systemctl restart messages.service
+wait_for 30 "the service answers with its own rotation off" smoke_check
+in_vm install -m 0644 /root/messages/systemd/messages.logrotate /etc/logrotate.d/messages
+pid=$(main_pid)
+in_vm logrotate -f /etc/logrotate.d/messages
+in_vm test -s /opt/messages/logs/access.log.1 || fail "logrotate did not rotate access.log"
+check_passes "after logrotate"
+in_vm grep -q 'GET /messages/' /opt/messages/logs/access.log || fail "the service did not reopen access.log"
+[[ $(main_pid) == "$pid" ]] || fail "logrotate restarted the service"
+echo "ok: logrotate moved the logs aside and its reload made the same process (pid $pid) write to new ones:"
+in_vm ls /opt/messages/logs | sed 's/^/   /'
 
 step "watchdog"
 # The test shortens the period with a drop-in and the checker's timeout; the notify command writes a file.
