@@ -106,6 +106,8 @@ scenario() {
   teardown
   export BUILDAH_FORMAT=docker # the OCI format drops HEALTHCHECK
   # --build: an image left by an earlier run must not stand in for this tree.
+  local previous
+  previous=$(podman image inspect -f '{{.Id}}' "${project}_app" 2>/dev/null || true)
   up --build
   wait_for 60 "$tool: certificate generated on the host in certs/" test -s "$cert"
   wait_serving "first start"
@@ -179,6 +181,10 @@ scenario() {
   ! podman volume exists "${project}_redis-data" || fail "$tool: down -v left the Redis volume"
   echo "ok: $tool down -v removed the Redis volume"
   teardown
+  # Remove the image an earlier run built when this run built another: else each change of the tree leaves one behind.
+  if [[ -n $previous && $previous != "$(podman image inspect -f '{{.Id}}' "${project}_app")" ]]; then
+    podman rmi "$previous" >/dev/null 2>&1 || true
+  fi
   # Back to a fresh clone for the next tool.
   rm -f "$clone"/certs/localhost.* "$clone"/logs/*.log*
   chown 1000:1000 "$clone/certs" "$clone/logs"
