@@ -132,12 +132,16 @@ export function connectSentinel(config: RedisConfig, log: AppLog): RedisConnecti
       sentinelRootNodes: config.sentinels,
       nodeClientOptions: nodeOptions(config),
       sentinelClientOptions: { socket: { ...tlsOptions(config), connectTimeout: config.timeoutMs } },
-      // Node connections' errors come as 'error' too, named "Master Client (host:port): ..." or "Sentinel Client ...".
+      // RedisSentinel does not pass its node connections' 'client-error' on; with this they come as 'error',
+      // named "Master Client (host:port): ...", "Replica Client ..." or "Sentinel Client ...".
       passthroughClientErrorEvents: true,
       // deadline() bounds every call; see connectStandalone for why node-redis's own command timeout is off.
       commandOptions: { timeout: 0 },
     });
-    sentinel.on('error', (err: unknown) => (/^Master Client/.test(String(err instanceof Error ? err.message : err)) ? masterState : sentinelState).down(err));
+    sentinel.on('error', (err: unknown) => {
+      const fromMaster = err instanceof Error && err.message.startsWith('Master Client');
+      (fromMaster ? masterState : sentinelState).down(err);
+    });
     sentinel.on('ready', () => {
       const master = sentinel.getMasterNode();
       masterState.up({ master: master === undefined ? undefined : address(master) });

@@ -1,12 +1,15 @@
 // Redis Cluster mode: messages spread over three masters and all read back; WAIT goes to the master owning the key's
 // slot; a lost replica or master fails only its own slots, fast; a promoted replica serves every acknowledged message.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
 import type https from 'node:https';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { digestOf } from '../lib/store.ts';
-import { makeCert, request, serviceEnv, startInProcess, tempDir, type Cert, type InProcess } from './helpers.ts';
-import { get, inParallel, info, keepAliveAgent, pollUntil, post, redisCli, startCluster, type Cluster, type Shard } from './redis-fixtures.ts';
+import { freePort, makeCert, request, serviceEnv, startInProcess, tempDir, type Cert, type InProcess } from './helpers.ts';
+import {
+  get, inParallel, info, keepAliveAgent, pollUntil, post, redisCli, startCluster, startSingleNodeCluster, type Cluster, type Shard,
+} from './redis-fixtures.ts';
 
 let cluster: Cluster;
 let cert: Cert;
@@ -125,4 +128,29 @@ test('a killed master fails only its own slots within 2 s, then its promoted rep
   const owned = (await shardsOf(stored)).map((owner, i) => (owner === failed ? stored[i]! : undefined)).filter((m) => m !== undefined);
   const read = await inParallel(owned, 16, (message) => get(plain.service.port, cert.ca, agent, digestOf(message)));
   assert.deepEqual(read.map((reply) => reply.status === 200 ? JSON.parse(reply.body).message : reply.status), owned);
+});
+
+test('starts while no cluster node answers, answers 503 within 2 s and logs why, then serves once a node is up', async (t) => {
+  const dir = tempDir();
+  const port = await freePort();
+  const app = await startInProcess(serviceEnv({ redis: cluster.nodes[0]!, cert, dir }, { MESSAGES_REDIS_CLUSTER_NODES: `127.0.0.1:${port}` }));
+  let node: { stop(): Promise<void> } | undefined;
+  t.after(async () => {
+    await app.stop();
+    await node?.stop();
+  });
+  const started = Date.now();
+  const refused = await postTimed(app, 'before the cluster');
+  assert.equal(refused.status, 503);
+  assert.ok(Date.now() - started < 2000, `answered after ${Date.now() - started} ms`);
+  assert.equal(await readyz(app), 503);
+  const appLog = () => fs.readFileSync(path.join(dir, 'logs', 'app.log'), 'utf8');
+  const down = await pollUntil('redis_down in app.log', () => appLog().split('\n').find((line) => line.includes('"redis_down"')));
+  assert.match(JSON.parse(down).cause, /ECONNREFUSED/);
+  assert.match(JSON.parse(down).hint, /^nothing listens at cluster 127\.0\.0\.1:\d+: start the node or check MESSAGES_REDIS_CLUSTER_NODES/);
+
+  node = await startSingleNodeCluster(port);
+  await pollUntil('a 201 once the node is up', async () => ((await postTimed(app, 'after the cluster')).status === 201 ? true : undefined), 10_000);
+  assert.equal(await readyz(app), 200);
+  assert.match(appLog(), /"event":"redis_up","pid":\d+,"target":"cluster 127\.0\.0\.1:\d+"/);
 });

@@ -133,6 +133,25 @@ export async function startCluster(masters: number, replicasPerMaster: number): 
   }
 }
 
+// One cluster node owning every slot, on a port the caller chose: a service may already be waiting for it.
+export async function startSingleNodeCluster(port: number): Promise<{ port: number; stop(): Promise<void> }> {
+  const child = spawn('redis-server', [
+    '--port', String(port), '--bind', '127.0.0.1', '--dir', tempDir('redis-'), '--save', '', '--appendonly', 'no', '--logfile', '',
+    '--cluster-enabled', 'yes', '--cluster-port', String(await freePort()),
+  ], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const node = { child };
+  running.add(node);
+  try {
+    await waitForOutput(child, /Ready to accept connections/);
+    await redisCli(port, 'CLUSTER', 'ADDSLOTSRANGE', '0', '16383');
+    await pollUntil(`cluster_state:ok on ${port}`, async () => ((await redisCli(port, 'CLUSTER', 'INFO')).includes('cluster_state:ok') ? true : undefined));
+  } catch (err) {
+    await stopAll([node]);
+    throw err;
+  }
+  return { port, stop: () => stopAll([node]) };
+}
+
 // CLUSTER NODES: "<id> <ip:port@bus> <flags> <master id or -> <ping> <pong> <epoch> <state> <slot ranges...>".
 async function readShards(nodes: RedisServer[]): Promise<Shard[]> {
   const lines = (await redisCli(nodes[0]!.port, 'CLUSTER', 'NODES')).split('\n').map((line) => line.trim().split(' '));

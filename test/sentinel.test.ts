@@ -1,9 +1,11 @@
 // Sentinel mode: the service follows the failover of a SIGKILLed master by itself, answering 503 fast meanwhile;
 // with MIN_REPLICAS=1 no acknowledged write is lost, and the same run with MIN_REPLICAS=0 shows what WAIT buys.
 import assert from 'node:assert/strict';
+import fs from 'node:fs';
+import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { digestOf } from '../lib/store.ts';
-import { makeCert, serviceEnv, startInProcess, tempDir, type InProcess } from './helpers.ts';
+import { freePort, makeCert, postMessage, request, serviceEnv, startInProcess, tempDir, type InProcess } from './helpers.ts';
 import { get, inParallel, keepAliveAgent, pollUntil, post, startReplicationGroup, type ReplicationGroup } from './redis-fixtures.ts';
 
 const writers = 4;
@@ -111,6 +113,23 @@ test('with MIN_REPLICAS=0: serves again within 15 s of a SIGKILLed master\'s fai
   const { numbers, outcomes } = await failoverUnderLoad(t, 0);
   assert.ok(numbers.slowest503Ms < 2000, `a 503 took ${numbers.slowest503Ms} ms`);
   assert.deepEqual(outcomes.filter((outcome) => outcome.status !== 201 && outcome.status !== 503), []);
+});
+
+test('starts while no sentinel answers, answers 503 within 2 s and logs why', async (t) => {
+  const dir = tempDir();
+  const [cert, sentinelPort] = await Promise.all([makeCert(dir), freePort()]);
+  const app = await startInProcess({
+    MESSAGES_PORT: '0', MESSAGES_BIND: '127.0.0.1', MESSAGES_CERT_FILE: cert.certFile, MESSAGES_KEY_FILE: cert.keyFile,
+    MESSAGES_LOG_DIR: path.join(dir, 'logs'), MESSAGES_REDIS_SENTINELS: `127.0.0.1:${sentinelPort}`,
+  });
+  t.after(() => app.stop());
+  const started = Date.now();
+  assert.equal((await postMessage(app.service.port, cert.ca, 'no sentinel')).status, 503);
+  assert.ok(Date.now() - started < 2000, `answered after ${Date.now() - started} ms`);
+  assert.equal((await request(app.service.port, cert.ca, { path: '/readyz' })).status, 503);
+  const down = await pollUntil('redis_down in app.log', () => fs.readFileSync(path.join(dir, 'logs', 'app.log'), 'utf8').split('\n').find((line) => line.includes('"redis_down"')));
+  assert.match(JSON.parse(down).cause, /ECONNREFUSED/);
+  assert.equal(JSON.parse(down).hint, `nothing listens at sentinels 127.0.0.1:${sentinelPort}: start the sentinels or check MESSAGES_REDIS_SENTINELS`);
 });
 
 test('reports both runs side by side', (t) => {
