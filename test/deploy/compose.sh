@@ -2,7 +2,8 @@
 # Boots docker-compose.yml, unchanged, from a fresh copy of this tree owned by an ordinary user, with podman-compose
 # and with docker-compose (against podman's Docker API), and proves: the image builds from the Dockerfile with its
 # HEALTHCHECK; a cert is generated into the host's certs/; the smoke checker passes through the published port
-# (127.0.0.1 only); both log files appear in the host's logs/; a message survives `down` and `up` (Redis volume);
+# (127.0.0.1 only); docker-compose waits for Redis to be healthy, podman-compose does not and the app copes; both log
+# files appear in the host's logs/; a message survives `down` and `up` (Redis volume);
 # a killed node process is restarted; the cron watchdog restarts a frozen app; `down -v` removes the volume.
 source "$(dirname "$0")/common.sh"
 
@@ -67,9 +68,17 @@ run_healthchecks() {
 # up [--build]: `compose up -d`, bounded, running healthchecks meanwhile (docker-compose waits for Redis to be healthy).
 up() {
   compose up -d "$@" >"$work/up.log" 2>&1 &
-  local pid=$! deadline=$((SECONDS + 300))
+  local pid=$! deadline=$((SECONDS + 300)) held=
   while kill -0 "$pid" 2>/dev/null; do
     ((SECONDS < deadline)) || { kill "$pid"; tail -n 30 "$work/up.log"; fail "$tool up: not within 300s"; }
+    # docker-compose honours `condition: service_healthy`: while Redis is not reported healthy, app must not start.
+    if [[ $tool == docker-compose && -z $held && -n $(container redis) ]]; then
+      sleep 5
+      [[ -z $(podman ps -aq --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.service=app") ]] ||
+        fail "docker-compose started app before Redis was reported healthy"
+      held=yes
+      echo "ok: docker-compose holds app back until Redis reports healthy"
+    fi
     run_healthchecks
     sleep 2
   done
