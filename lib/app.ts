@@ -4,7 +4,7 @@ import { performance } from 'node:perf_hooks';
 import type { AppLog, LineSink } from './app-log.ts';
 import { accessLine } from './access-log.ts';
 import { readMessage } from './body.ts';
-import { isHttpError, messageNotFound, shuttingDown } from './errors.ts';
+import { isHttpError, messageNotFound, missingHost, shuttingDown } from './errors.ts';
 import { createRouter } from './router.ts';
 import type { Store } from './store.ts';
 
@@ -86,6 +86,7 @@ export function createApp({ store, appLog, accessLog, maxBodyBytes }: AppOptions
     startTimes.set(req, performance.now());
     try {
       if (draining) throw shuttingDown();
+      if (req.headers.host === undefined && req.httpVersion === '1.1') throw missingHost();
       const { handler, param } = route(req.method ?? '', req.url ?? '');
       const pending = handler(req, res, param);
       if (pending !== undefined) pending.catch((err: unknown) => sendError(req, res, err));

@@ -16,6 +16,8 @@ export function truncate(value: string, max = 256): string {
 }
 
 export const badRequest = (reason: string) => new HttpError(400, reason);
+// RFC 9112 section 3.2: an HTTP/1.1 request without Host must be answered 400.
+export const missingHost = () => badRequest('Header "Host" is missing');
 export const messageNotFound = (digest: string) => new HttpError(404, `Message not found for hash: ${truncate(digest)}`);
 export const pathNotFound = () => new HttpError(404, 'Not found');
 export const methodNotAllowed = (method: string, allow: string) =>

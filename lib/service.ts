@@ -99,6 +99,8 @@ export async function startService(config: Readonly<Config>, logs: LogFiles): Pr
     handshakeTimeout: config.headersTimeoutMs,
     // Node checks the two timeouts above on this interval; a tighter one cuts slow clients closer to them.
     connectionsCheckingInterval: Math.min(1000, config.headersTimeoutMs),
+    // Node's own 400 for a missing Host would not be JSON: app.ts answers it instead.
+    requireHostHeader: false,
   }, app.handle);
   server.maxConnections = config.maxConnections;
   server.on('tlsClientError', handshakeReporter(appLog));
