@@ -76,7 +76,9 @@ const clientErrors: Record<string, HttpError> = {
 
 // Malformed HTTP never reaches a handler: answer it in JSON like every other error, then close.
 function answerClientError(err: NodeJS.ErrnoException, socket: Socket): void {
-  if (err.code === 'ECONNRESET' || !socket.writable) {
+  // A client that reset or closed in the middle of a request reads no answer; one written anyway can hang the
+  // socket until the headers timeout.
+  if (err.code === 'ECONNRESET' || err.code === 'HPE_INVALID_EOF_STATE' || !socket.writable) {
     socket.destroy();
     return;
   }
