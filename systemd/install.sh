@@ -46,7 +46,7 @@ fi
 # The code is root's and read-only to the service; only certs/ and logs/ belong to messages.
 install -d -m 0755 "$app" "$app/systemd"
 cp "$src/package.json" "$src/package-lock.json" "$src/tsconfig.json" "$src/server.ts" "$app/"
-rm -rf "$app/lib"
+rm -rf "${app:?}/lib"
 cp -R "$src/lib" "$app/lib"
 install -m 0755 "$src/systemd/watchdog.sh" "$app/systemd/watchdog.sh"
 (cd "$app" && npm ci --omit=dev --no-audit --no-fund --no-update-notifier --loglevel=error)

@@ -1,4 +1,5 @@
-# Sourced by the deploy tests: paths, the podman setting this machine needs, and bounded waiting.
+# shellcheck shell=bash
+# Sourced by the deploy tests: paths, the podman settings this machine needs, a fresh clone, and bounded waiting.
 set -euo pipefail
 
 deploy_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -19,6 +20,10 @@ init_path = "/usr/bin/catatonit"
 [engine]
 runtime = "runc"
 CONF
+
+# The stand-in VM of systemd.sh, built by images.sh. An image that exists is never rebuilt: change the tag when the
+# recipe in images.sh changes.
+vm_image=localhost/messages-systemd-vm:bookworm-2
 
 step() { printf '\n== %s: %s\n' "$(basename "$0" .sh)" "$*"; }
 fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }

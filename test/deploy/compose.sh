@@ -19,8 +19,8 @@ project=
 teardown() {
   [[ -n $project ]] || return 0
   local ids
-  ids=$(podman ps -aq --filter "label=com.docker.compose.project=$project")
-  [[ -z $ids ]] || podman rm -f $ids >/dev/null
+  mapfile -t ids < <(podman ps -aq --filter "label=com.docker.compose.project=$project")
+  ((${#ids[@]} == 0)) || podman rm -f "${ids[@]}" >/dev/null
   podman volume rm -f "${project}_redis-data" >/dev/null 2>&1 || true
   podman network rm -f "${project}_default" >/dev/null 2>&1 || true
 }

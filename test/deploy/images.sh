@@ -7,11 +7,9 @@ source "$(dirname "$0")/common.sh"
 debian_image=docker.io/library/debian:bookworm-slim
 node_image=docker.io/library/node:20-bookworm-slim
 redis_image=docker.io/library/redis:7
-# An image that exists is never rebuilt: change its tag when its recipe below changes.
-systemd_image=localhost/messages-systemd-vm:bookworm-2
 
 missing=()
-for image in "$debian_image" "$node_image" "$redis_image" "$systemd_image"; do
+for image in "$debian_image" "$node_image" "$redis_image" "$vm_image"; do
   podman image exists "$image" || missing+=("$image")
 done
 if ((${#missing[@]} == 0)); then
@@ -135,8 +133,8 @@ fi
 
 # A stand-in Debian 12 VM: systemd as PID 1, Debian's redis-server, openssl and logrotate, and node 20 with npm where NodeSource puts
 # them (/usr/bin, /usr/lib/node_modules).
-if ! podman image exists "$systemd_image"; then
-  step "$systemd_image"
+if ! podman image exists "$vm_image"; then
+  step "$vm_image"
   tree=$(copy_tree systemd)
   chroot_install "$tree" systemd systemd-sysv dbus procps redis-server openssl ca-certificates logrotate
   install_node "$tree" /usr/bin /usr/lib
@@ -145,7 +143,7 @@ if ! podman image exists "$systemd_image"; then
     systemd-resolved.service systemd-timesyncd.service; do
     ln -sf /dev/null "$tree/etc/systemd/system/$unit"
   done
-  import_tree "$tree" "$systemd_image" --change 'CMD ["/sbin/init"]' \
+  import_tree "$tree" "$vm_image" --change 'CMD ["/sbin/init"]' \
     --change 'ENV NODE_EXTRA_CA_CERTS=/usr/local/etc/host-extra-ca.pem'
 fi
 echo "images: done"

@@ -2,8 +2,9 @@
 # Boots a stand-in Debian 12 VM (systemd as PID 1, Debian's redis-server, NodeSource-style node 20) in a container,
 # installs a fresh copy of this tree with systemd/install.sh, and proves: `systemd-analyze verify` is silent and the
 # security score is <= 1.0; the service is active, sandboxed and passes the smoke check; install.sh is idempotent;
-# kill -9 of the main PID is restarted; `systemctl reload` swaps the cert without a restart; a frozen (SIGSTOP) service
-# is restarted by the watchdog timer within two minutes, with the reason in the journal; --uninstall removes it all.
+# kill -9 of the main PID is restarted; `systemctl reload` swaps the cert without a restart; logrotate with
+# systemd/messages.logrotate moves the logs aside and the same process writes new ones; a frozen (SIGSTOP) service is
+# restarted by the watchdog timer within two minutes, with the reason in the journal; --uninstall removes it all.
 source "$(dirname "$0")/common.sh"
 
 bash "$deploy_dir/images.sh"
@@ -28,7 +29,7 @@ trap cleanup EXIT
 
 in_vm() { podman exec "$vm" "$@"; }
 main_pid() { in_vm systemctl show -p MainPID --value messages.service; }
-smoke_check() { in_vm sh -c "cd /opt/messages && timeout 30 node --import tsx lib/check.ts -d localhost -p 5000 -c ${1:-certs/localhost.crt}"; }
+smoke_check() { in_vm sh -c "cd /opt/messages && timeout 30 node --import tsx lib/check.ts -d localhost -p 5000 -c certs/localhost.crt"; }
 check_passes() {
   local output
   output=$(smoke_check 2>&1) || { echo "$output"; fail "smoke check ($1)"; }
@@ -41,7 +42,7 @@ system_up() { [[ $(in_vm systemctl is-system-running) =~ ^(running|degraded)$ ]]
 step "boot the VM"
 podman rm -f -t 0 "$vm" >/dev/null 2>&1 || true
 fresh_clone "$work/messages"
-podman run -d --name "$vm" --systemd=always --privileged localhost/messages-systemd-vm:bookworm-2 >/dev/null
+podman run -d --name "$vm" --systemd=always --privileged "$vm_image" >/dev/null
 wait_for 60 "systemd is up in the VM" system_up
 wait_for 30 "Debian's redis-server is active" in_vm systemctl is-active redis-server.service
 podman cp "$work/messages" "$vm:/root/messages"
@@ -75,7 +76,7 @@ score=$(in_vm systemd-analyze security --offline=yes --threshold=10 /etc/systemd
 echo "ok: $(tail -n 1 <<<"$score" | sed 's/^→ //')"
 
 step "install again"
-fingerprint() { in_vm openssl x509 -noout -fingerprint -sha256 -in "/opt/messages/certs/${1:-localhost.crt}"; }
+fingerprint() { in_vm openssl x509 -noout -fingerprint -sha256 -in /opt/messages/certs/localhost.crt; }
 before=$(fingerprint)
 in_vm /root/messages/systemd/install.sh >/dev/null
 [[ $(fingerprint) == "$before" ]] || fail "a second install replaced the certificate"
