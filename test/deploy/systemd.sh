@@ -52,7 +52,7 @@ in_vm /root/messages/systemd/install.sh
 [[ $(in_vm systemctl is-active messages.service) == active ]] || fail "messages.service is not active"
 [[ $(in_vm systemctl is-enabled messages.service messages-watchdog.timer | sort -u) == enabled ]] || fail "units not enabled"
 echo "ok: messages.service active, messages.service and messages-watchdog.timer enabled"
-# The watchdog step below starts the timer again; until then the test alone restarts the service.
+# The watchdog step below starts the timer again; until then only the test restarts the service.
 in_vm systemctl stop messages-watchdog.timer
 wait_for 30 "the service answers" smoke_check
 check_passes "after install"
@@ -79,6 +79,7 @@ step "install again"
 fingerprint() { in_vm openssl x509 -noout -fingerprint -sha256 -in /opt/messages/certs/localhost.crt; }
 before=$(fingerprint)
 in_vm /root/messages/systemd/install.sh >/dev/null
+in_vm systemctl stop messages-watchdog.timer
 [[ $(fingerprint) == "$before" ]] || fail "a second install replaced the certificate"
 wait_for 30 "the service answers after the second install" smoke_check
 check_passes "after a second install.sh run, same certificate"
@@ -136,7 +137,7 @@ frozen_at=$SECONDS
 echo "froze node (pid $pid) with SIGSTOP"
 wait_for 120 "the watchdog timer restarted the frozen service" restarted_since "$pid"
 echo "ok: restarted $((SECONDS - frozen_at))s after the freeze"
-in_vm journalctl --no-pager -o cat -u messages-watchdog.service | grep 'messages-watchdog:' | sed 's/^/   /'
+in_vm journalctl --no-pager -o short-precise -u messages-watchdog.service | grep 'messages-watchdog:' | sed 's/^/   /'
 in_vm journalctl --no-pager -o cat -u messages-watchdog.service |
   grep -Eq 'smoke check (failed|gave no answer).*; restarting with: systemctl restart messages.service' ||
   fail "the journal does not say why"
