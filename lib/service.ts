@@ -1,14 +1,12 @@
 // One serving process: HTTPS server with its limits, the store, reload and drain. server.ts wires it to signals.
 import fs from 'node:fs';
-import { STATUS_CODES } from 'node:http';
 import https from 'node:https';
-import type { Socket } from 'node:net';
 import type { AppLog } from './app-log.ts';
 import { createAppLog } from './app-log.ts';
-import { createApp, securityHeaders } from './app.ts';
+import { createApp } from './app.ts';
 import { ensureCert } from './certs.ts';
+import { answerClientError, answerConnect, handshakeReporter } from './client-errors.ts';
 import { ConfigError, defaultCertFile, defaultKeyFile, type Config } from './config.ts';
-import { badRequest, HttpError, methodNotAllowed } from './errors.ts';
 import type { LogFiles } from './log-files.ts';
 import { connectRedis } from './redis.ts';
 import { createStore } from './store.ts';
@@ -35,56 +33,6 @@ export async function prepareCert(config: Readonly<Config>, appLog: AppLog): Pro
   }
 }
 
-// Rate-limited: scanners and plain-HTTP probes must not flood app.log (one line per 10 s, with a count).
-function handshakeReporter(appLog: AppLog) {
-  let last = 0;
-  let suppressed = 0;
-  return (err: Error, socket: Socket) => {
-    const remote = socket.remoteAddress;
-    // Node leaves the socket open after a handshake timeout: the listener must close it (fastify#3251).
-    socket.destroy();
-    const now = Date.now();
-    if (now - last < 10_000) {
-      suppressed += 1;
-      return;
-    }
-    appLog.warn('tls_handshake_failed', { remote, reason: err.message.slice(0, 200), suppressed });
-    last = now;
-    suppressed = 0;
-  };
-}
-
-// For a request no handler sees: the same JSON body and headers as app.ts's answers, then close.
-function answerRaw(socket: Socket, err: HttpError): void {
-  const body = JSON.stringify({ err_msg: err.message });
-  const headers = {
-    'Content-Type': 'application/json; charset=utf-8',
-    'Content-Length': Buffer.byteLength(body),
-    'Cache-Control': 'no-store',
-    ...securityHeaders,
-    ...err.headers,
-    Connection: 'close',
-  };
-  const head = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
-  socket.end(`HTTP/1.1 ${err.status} ${STATUS_CODES[err.status]}\r\n${head}\r\n${body}`);
-}
-
-const clientErrors: Record<string, HttpError> = {
-  HPE_HEADER_OVERFLOW: new HttpError(431, 'Request header fields too large'),
-  ERR_HTTP_REQUEST_TIMEOUT: new HttpError(408, 'Request timed out'),
-};
-
-// Malformed HTTP never reaches a handler: answer it in JSON like every other error, then close.
-function answerClientError(err: NodeJS.ErrnoException, socket: Socket): void {
-  // A client that reset or closed in the middle of a request reads no answer; one written anyway can hang the
-  // socket until the headers timeout.
-  if (err.code === 'ECONNRESET' || err.code === 'HPE_INVALID_EOF_STATE' || !socket.writable) {
-    socket.destroy();
-    return;
-  }
-  answerRaw(socket, clientErrors[err.code ?? ''] ?? badRequest('Bad request'));
-}
-
 export async function startService(config: Readonly<Config>, logs: LogFiles): Promise<Service> {
   const appLog = createAppLog(logs.app);
   const pair = loadKeyPair(config.certFile, config.keyFile);
@@ -109,8 +57,7 @@ export async function startService(config: Readonly<Config>, logs: LogFiles): Pr
   server.on('clientError', answerClientError);
   // RFC 9110 section 10.1.1: an expectation other than 100-continue may be ignored; Node's own answer is a bare 417.
   server.on('checkExpectation', app.handle);
-  // Node drops a CONNECT without a word unless someone listens; this service is no proxy (RFC 9110 section 9.3.6).
-  server.on('connect', (_req: unknown, socket: Socket) => answerRaw(socket, methodNotAllowed('CONNECT', 'GET, HEAD, POST')));
+  server.on('connect', answerConnect);
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -1,0 +1,62 @@
+// Answers to what never reaches a handler: malformed or timed-out requests, CONNECT, failed TLS handshakes.
+// Each is written on the socket with the JSON body and headers of app.ts's answers, and the connection closes.
+import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
+import type { AppLog } from './app-log.ts';
+import { securityHeaders } from './app.ts';
+import { badRequest, HttpError, methodNotAllowed } from './errors.ts';
+
+// Rate-limited: scanners and plain-HTTP probes must not flood app.log (one line per 10 s, with a count).
+export function handshakeReporter(appLog: AppLog) {
+  let last = 0;
+  let suppressed = 0;
+  return (err: Error, socket: Socket) => {
+    const remote = socket.remoteAddress;
+    // Node leaves the socket open after a handshake timeout: the listener must close it (fastify#3251).
+    socket.destroy();
+    const now = Date.now();
+    if (now - last < 10_000) {
+      suppressed += 1;
+      return;
+    }
+    appLog.warn('tls_handshake_failed', { remote, reason: err.message.slice(0, 200), suppressed });
+    last = now;
+    suppressed = 0;
+  };
+}
+
+// For a request no handler sees: the same JSON body and headers as app.ts's answers, then close.
+function answerRaw(socket: Socket, err: HttpError): void {
+  const body = JSON.stringify({ err_msg: err.message });
+  const headers = {
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': Buffer.byteLength(body),
+    'Cache-Control': 'no-store',
+    ...securityHeaders,
+    ...err.headers,
+    Connection: 'close',
+  };
+  const head = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
+  socket.end(`HTTP/1.1 ${err.status} ${STATUS_CODES[err.status]}\r\n${head}\r\n${body}`);
+}
+
+const clientErrors: Record<string, HttpError> = {
+  HPE_HEADER_OVERFLOW: new HttpError(431, 'Request header fields too large'),
+  ERR_HTTP_REQUEST_TIMEOUT: new HttpError(408, 'Request timed out'),
+};
+
+// Malformed HTTP never reaches a handler: answer it in JSON like every other error, then close.
+export function answerClientError(err: NodeJS.ErrnoException, socket: Socket): void {
+  // A client that reset or closed in the middle of a request reads no answer; one written anyway can hang the
+  // socket until the headers timeout.
+  if (err.code === 'ECONNRESET' || err.code === 'HPE_INVALID_EOF_STATE' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  answerRaw(socket, clientErrors[err.code ?? ''] ?? badRequest('Bad request'));
+}
+
+// Node drops a CONNECT without a word unless someone listens; this service is no proxy (RFC 9110 section 9.3.6).
+export function answerConnect(_req: IncomingMessage, socket: Socket): void {
+  answerRaw(socket, methodNotAllowed('CONNECT', 'GET, HEAD, POST'));
+}
