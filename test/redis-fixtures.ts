@@ -7,7 +7,7 @@ import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { freePort, request, startRedis, stopChild, tempDir, waitForOutput, type RedisServer, type Reply } from './helpers.ts';
+import { freePort, request, startRedis, stopChild, tempDir, track, waitForOutput, type RedisServer, type Reply } from './helpers.ts';
 
 const run = promisify(execFile);
 
@@ -139,6 +139,7 @@ export async function startSingleNodeCluster(port: number): Promise<{ port: numb
     '--port', String(port), '--bind', '127.0.0.1', '--dir', tempDir('redis-'), '--save', '', '--appendonly', 'no', '--logfile', '',
     '--cluster-enabled', 'yes', '--cluster-port', String(await freePort()),
   ], { stdio: ['ignore', 'pipe', 'pipe'] });
+  track(child);
   const node = { child };
   running.add(node);
   try {
@@ -247,7 +248,7 @@ async function startSentinel(dir: string, name: string, masterPort: number): Pro
     `sentinel failover-timeout ${name} 5000`,
     '',
   ].join('\n'));
-  const child = spawn('redis-server', [configFile, '--sentinel'], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = track(spawn('redis-server', [configFile, '--sentinel'], { stdio: ['ignore', 'pipe', 'pipe'] }));
   const sentinel = { port, child };
   running.add(sentinel);
   await waitForOutput(child, /\+monitor master/);
