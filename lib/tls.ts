@@ -18,7 +18,9 @@ export function loadKeyPair(certFile: string, keyFile: string): KeyPair {
 // Returns an error message when the new pair is unusable; the server then keeps the old one.
 export function reloadKeyPair(server: Server, certFile: string, keyFile: string): string | undefined {
   try {
-    server.setSecureContext({ ...loadKeyPair(certFile, keyFile), minVersion });
+    // A new context draws new session-ticket keys: keep the current ones (in cluster mode Node gives every worker the
+    // same at listen), or every ticket issued before the reload falls back to a full handshake.
+    server.setSecureContext({ ...loadKeyPair(certFile, keyFile), minVersion, ticketKeys: server.getTicketKeys() });
     return undefined;
   } catch (err) {
     // OpenSSL's message names the problem (no start line, key values mismatch) without key material.
