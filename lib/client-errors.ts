@@ -1,6 +1,6 @@
 // Answers to what never reaches a handler: malformed or timed-out requests, CONNECT, failed TLS handshakes.
 // Each is written on the socket with the JSON body and headers of app.ts's answers, and the connection closes.
-import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type RequestListener, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { AppLog } from './app-log.ts';
 import { securityHeaders } from './app.ts';
@@ -40,6 +40,27 @@ function answerRaw(socket: Socket, err: HttpError): void {
   socket.end(`HTTP/1.1 ${err.status} ${STATUS_CODES[err.status]}\r\n${head}\r\n${body}`);
 }
 
+// The last response under way on each connection. An answer written on the socket waits for it to finish, so
+// that pipelined requests are answered in the order they came (RFC 9112 section 9.3.2).
+const underway = new WeakMap<Socket, ServerResponse>();
+
+export function tracked(handle: RequestListener): RequestListener {
+  return (req, res) => {
+    underway.set(req.socket, res);
+    res.once('close', () => {
+      if (underway.get(req.socket) === res) underway.delete(req.socket);
+    });
+    handle(req, res);
+  };
+}
+
+function answerInTurn(socket: Socket, err: HttpError): void {
+  const earlier = underway.get(socket);
+  // A request still arriving is the one the error is about (its request timeout): it gets the answer at once.
+  if (earlier === undefined || !earlier.req.complete) answerRaw(socket, err);
+  else earlier.once('close', () => (socket.writable ? answerRaw(socket, err) : socket.destroy()));
+}
+
 const clientErrors: Record<string, HttpError> = {
   HPE_HEADER_OVERFLOW: new HttpError(431, 'Request header fields too large'),
   ERR_HTTP_REQUEST_TIMEOUT: new HttpError(408, 'Request timed out'),
@@ -53,10 +74,10 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Socket): v
     socket.destroy();
     return;
   }
-  answerRaw(socket, clientErrors[err.code ?? ''] ?? badRequest('Bad request'));
+  answerInTurn(socket, clientErrors[err.code ?? ''] ?? badRequest('Bad request'));
 }
 
 // Node drops a CONNECT without a word unless someone listens; this service is no proxy (RFC 9110 section 9.3.6).
 export function answerConnect(_req: IncomingMessage, socket: Socket): void {
-  answerRaw(socket, methodNotAllowed('CONNECT', 'GET, HEAD, POST'));
+  answerInTurn(socket, methodNotAllowed('CONNECT', 'GET, HEAD, POST'));
 }

@@ -5,7 +5,7 @@ import type { AppLog } from './app-log.ts';
 import { createAppLog } from './app-log.ts';
 import { createApp } from './app.ts';
 import { ensureCert } from './certs.ts';
-import { answerClientError, answerConnect, handshakeReporter } from './client-errors.ts';
+import { answerClientError, answerConnect, handshakeReporter, tracked } from './client-errors.ts';
 import { ConfigError, defaultCertFile, defaultKeyFile, type Config } from './config.ts';
 import type { LogFiles } from './log-files.ts';
 import { connectRedis } from './redis.ts';
@@ -38,6 +38,7 @@ export async function startService(config: Readonly<Config>, logs: LogFiles): Pr
   const pair = loadKeyPair(config.certFile, config.keyFile);
   const store = createStore(connectRedis(config.redis, appLog), { minReplicas: config.redis.minReplicas, timeoutMs: config.redis.timeoutMs });
   const app = createApp({ store, appLog, accessLog: logs.access, maxBodyBytes: config.maxBodyBytes });
+  const handle = tracked(app.handle);
 
   const server = https.createServer({
     ...pair,
@@ -51,12 +52,12 @@ export async function startService(config: Readonly<Config>, logs: LogFiles): Pr
     connectionsCheckingInterval: Math.min(1000, config.headersTimeoutMs),
     // Node's own 400 for a missing Host would not be JSON: app.ts answers it instead.
     requireHostHeader: false,
-  }, app.handle);
+  }, handle);
   server.maxConnections = config.maxConnections;
   server.on('tlsClientError', handshakeReporter(appLog));
   server.on('clientError', answerClientError);
   // RFC 9110 section 10.1.1: an expectation other than 100-continue may be ignored; Node's own answer is a bare 417.
-  server.on('checkExpectation', app.handle);
+  server.on('checkExpectation', handle);
   server.on('connect', answerConnect);
 
   await new Promise<void>((resolve, reject) => {
