@@ -1,7 +1,7 @@
 // Hostile clients: slow, idle and too many connections, oversized and malformed requests, old TLS, plain HTTP,
 // clients that vanish, secrets kept out of logs and answers, and log injection.
 import assert from 'node:assert/strict';
-import { createPrivateKey, randomBytes } from 'node:crypto';
+import { createHash, createPrivateKey, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -199,6 +199,22 @@ describe('oversized and malformed requests', () => {
     assert.equal(response?.status, 201);
     assert.equal(contractViolation(response, 'POST', '/messages'), undefined);
   });
+
+  // Regression: the answer to a malformed request was written at once, ahead of the earlier request's answer.
+  for (const [name, second, status] of [
+    ['a malformed request', 'get / HTTP/1.1\r\n\r\n', 400],
+    ['a CONNECT', 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n', 405],
+    ['an oversized header', `GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431],
+  ] as const) {
+    test(`answers ${name} pipelined behind a POST in request order`, async (t) => {
+      const app = await serve(t);
+      const body = '{"message":"pipelined"}';
+      const post = `POST /messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+      const responses = await exchange(app.service.port, cert.ca, post + second, ['POST', 'GET']);
+      assert.deepEqual(responses.map((response) => response.status), [201, status]);
+      assert.deepEqual(JSON.parse(responses[0]!.body.toString()), { digest: createHash('sha256').update('pipelined').digest('hex') });
+    });
+  }
 
   // Regression: Node dropped a CONNECT request without any answer.
   test('answers CONNECT with a JSON 405 and Allow', async (t) => {

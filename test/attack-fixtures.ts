@@ -46,11 +46,13 @@ export class ResponseReader {
     return this.ended;
   }
 
-  // Rejects on anything that is not a well-formed response, or on a close in the middle of one.
+  // Rejects on anything that is not a well-formed response, or on a close in the middle of one. An interim
+  // 100 Continue (the answer to Expect: 100-continue) is skipped: the final response follows it.
   async next(method: string, timeoutMs = 15_000): Promise<RawResponse | null> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const response = this.parse(method);
+      if (response?.status === 100) continue;
       if (response !== undefined) return response;
       if (this.ended) {
         if (this.buffer.length === 0) return null;
