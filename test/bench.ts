@@ -1,6 +1,7 @@
 // `npm run bench`: the service against a bare node:https ceiling under wrk, same cert, same run, interleaved (issue 6).
 // Flags: --short (or BENCH_SHORT=1: ~1 s per scenario, one round, a wiring and correctness check for CI),
 // --rounds N (medians of N rounds), --duration S (seconds per scenario and server), --connections N.
+// Optional: a Fastify 5 service (test/fastify-cmp.mjs) when fastify is installed in BENCH_FASTIFY_DIR [/tmp/fastify-cmp].
 // Exits 1 when a response was wrong, 2 when a tool is missing. Numbers are only comparable within one run.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -23,6 +24,9 @@ const short = args.includes('--short') || process.env.BENCH_SHORT === '1';
 const rounds = short ? 1 : option('--rounds', 1);
 const seconds = short ? 1 : option('--duration', 5);
 const connections = option('--connections', 32);
+// Optional: Fastify 5 installed in a scratch directory outside the repo, never a dependency of the project.
+const fastifyDir = process.env.BENCH_FASTIFY_DIR ?? '/tmp/fastify-cmp';
+const withFastify = fs.existsSync(path.join(fastifyDir, 'node_modules', 'fastify', 'package.json'));
 
 const sha256 = (text: string) => createHash('sha256').update(text, 'utf8').digest('hex');
 const median = (values: number[]) => {
@@ -125,6 +129,12 @@ async function startCeiling(cert: Cert): Promise<Server> {
   const child = launch([process.execPath, '--import', 'tsx', 'test/ceiling.ts', cert.certFile, cert.keyFile], {}, serverCore);
   const line = await waitForOutput(child, /^listening \d+/);
   return { name: 'ceiling', port: Number(line.split(' ')[1]), child };
+}
+
+async function startFastify(cert: Cert, redisPort: number, logFile: string): Promise<Server> {
+  const child = launch([process.execPath, '--import', 'tsx', 'test/fastify-cmp.mjs', fastifyDir, cert.certFile, cert.keyFile, String(redisPort), logFile], {}, serverCore);
+  const line = await waitForOutput(child, /^listening \d+/);
+  return { name: 'fastify', port: Number(line.split(' ')[1]), child };
 }
 
 function healthy(port: number, ca: Buffer): Promise<boolean> {
@@ -297,6 +307,8 @@ function table(samples: Map<string, Sample[]>, ratioRounds: Map<string, { cpu: n
         const { metric, limit } = scenario.target;
         const met = metric === 'cpu' ? cpuRatio <= limit : rpsRatio >= limit;
         target = `${metric === 'cpu' ? 'CPU ≤' : 'req/s ≥'} ${limit}× ${met ? 'met' : 'NOT met'}`;
+        const fastify = ratioRounds.get(`${scenario.key}/fastify`);
+        if (fastify !== undefined) target += `; CPU ≤ Fastify ${cpuRatio <= median(fastify.cpu) ? 'met' : 'NOT met'}`;
       }
       rows.push(`| ${scenario.title} | ${name} | ${fixed(m((s) => s.rps), 0)} | ${fixed(m((s) => s.p50Ms), 2)} | ${fixed(m((s) => s.p99Ms), 2)} | ` +
         `${fixed(m((s) => s.cpuUs), 1)} | ${fixed(Math.max(...runs.map((s) => s.rssMb)), 0)} | ${m((s) => s.status4xx5xx)} | ${m((s) => s.socketErrors)} | ` +
@@ -339,6 +351,7 @@ async function main(): Promise<void> {
   const pathsOf = (scenario: Scenario) => (scenario.key === 'missing' ? paths.missing : paths.get);
 
   const servers = [ceiling, service];
+  if (withFastify) servers.push(await startFastify(cert, redis.port, path.join(dir, 'fastify-access.log')));
   if (!short) {
     for (const scenario of scenarios) {
       for (const server of servers) await runWrk(server, scenario, pathsOf(scenario), `warm${randomBytes(4).toString('hex')}`, 1, dir);
@@ -359,7 +372,7 @@ async function main(): Promise<void> {
         const where = `round ${round} ${scenario.title} ${server.name}`;
         check(sample.requests > 0, `${where}: no request completed`);
         check(sample.socketErrors === 0, `${where}: ${sample.socketErrors} socket errors`);
-        const expected4xx5xx = server === service && scenario.status >= 400 ? sample.requests : 0;
+        const expected4xx5xx = server !== ceiling && scenario.status >= 400 ? sample.requests : 0;
         check(sample.status4xx5xx === expected4xx5xx, `${where}: ${sample.status4xx5xx} answers >= 400, expected ${expected4xx5xx}`);
         if (server === service) {
           await validateService(service, cert.ca, scenario, corpus, tag);
@@ -383,6 +396,10 @@ async function main(): Promise<void> {
 
   console.log(`\n### Per request, workers=1 (${rounds > 1 ? `medians of ${rounds} rounds` : 'one round'}, ${seconds} s per run, ${connections} connections)\n`);
   console.log(table(samples, ratios, servers.map((s) => s.name)));
+  if (!withFastify) {
+    console.log(`\n(Fastify comparison skipped: no fastify in ${fastifyDir}. To add it, outside the repo: ` +
+      `mkdir -p ${fastifyDir} && cd ${fastifyDir} && npm init -y && npm install fastify@5; or set BENCH_FASTIFY_DIR.)`);
+  }
   console.log(`\nstart to first 200 on /healthz: ${startTimes.map((t) => `${t.toFixed(0)} ms`).join(', ')} (target ≤ 1000 ms: ${median(startTimes) <= 1000 ? 'met' : 'NOT met'})`);
 
   await compareWorkers(service, envFor('auto', fs.mkdtempSync(path.join(dir, 'wauto-'))), cert, paths.get, dir);
@@ -399,6 +416,9 @@ async function compareWorkers(single: Server, autoEnv: Record<string, string>, c
   const rows = ['| scenario | workers | req/s | p99 ms | CPU µs/req (all processes) | req/s × workers=1 |', '| --- | --- | ---: | ---: | ---: | ---: |'];
   for (const scenario of [scenarios[0]!, scenarios[3]!]) {
     const runs = new Map<string, Sample[]>([['1', []], [`auto (${os.availableParallelism()})`, []]]);
+    if (!short) {
+      for (const server of [single, auto]) await runWrk(server, scenario, paths, `warm${randomBytes(4).toString('hex')}`, 1, dir, { core: undefined, threads: 2 });
+    }
     for (let round = 0; round < rounds; round += 1) {
       for (const [label, server] of [['1', single], [`auto (${os.availableParallelism()})`, auto]] as const) {
         const sample = await runWrk(server, scenario, paths, `w${randomBytes(4).toString('hex')}`, seconds, dir, { core: undefined, threads: 2 });
