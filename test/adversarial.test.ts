@@ -57,7 +57,8 @@ async function trickle(port: number, first: string, more: string) {
   return { response: await response, elapsedMs: Date.now() - opened };
 }
 
-describe('slow and idle connections', () => {
+// Each test waits out a timeout on its own service: they run side by side.
+describe('slow and idle connections', { concurrency: true }, () => {
   test('slowloris: connections trickling header bytes get 408 from the headers timeout while a normal client is served', async (t) => {
     const app = await serve(t, { MESSAGES_HEADERS_TIMEOUT_MS: '1000', MESSAGES_REQUEST_TIMEOUT_MS: '2000' });
     const port = app.service.port;
@@ -314,7 +315,7 @@ describe('clients that vanish', () => {
   }
 });
 
-describe('secrets', () => {
+describe('secrets', { concurrency: true }, () => {
   const password = `pw-${randomBytes(12).toString('hex')}`;
   let secured: RedisServer;
 

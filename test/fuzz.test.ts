@@ -228,6 +228,8 @@ function chunks(r: Random, body: Buffer): Buffer[] {
 
 interface Violation { lane: number; index: number; problem: string; request: string }
 
+let connectionsOpened = 0;
+
 let redis: RedisServer;
 let cert: Cert;
 let service: Spawned;
@@ -259,6 +261,7 @@ async function runLane(lane: number, total: number): Promise<Violation[]> {
     if (connection === undefined || connection.reader.closed || r.chance(0.1)) {
       connection?.socket.destroy();
       connection = await connect(service.port, cert.ca);
+      connectionsOpened += 1;
     }
     // Only well-formed requests are followed by more on the same write: for them, one request is one answer.
     const batch = [generator.next()];
@@ -314,7 +317,7 @@ test(`${count} fuzzed requests each get a well-formed answer within the contract
   const started = Date.now();
   const perLane = Math.ceil(count / lanes);
   const violations = (await Promise.all(Array.from({ length: lanes }, (_, lane) => runLane(lane, Math.min(perLane, count - lane * perLane))))).flat();
-  t.diagnostic(`${count} requests in ${Date.now() - started} ms`);
+  t.diagnostic(`${count} requests on ${connectionsOpened} connections in ${Date.now() - started} ms`);
   assert.deepEqual(violations, [], `replay with FUZZ_SEED=${seed} FUZZ_COUNT=${count}`);
   assert.equal(service.child.exitCode, null, 'the service is still running');
   assert.equal((await request(service.port, cert.ca, { path: '/healthz' })).status, 200);
