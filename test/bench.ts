@@ -53,7 +53,9 @@ if (!has('wrk', '--version')) {
   console.error('bench: wrk is not installed. Install it from Debian\'s packages: apt-get install -y wrk');
   process.exit(2);
 }
-// The server gets core 0 to itself; wrk and redis-server share core 1. Without taskset or a second core, nothing is pinned.
+// The server and redis-server get core 0, wrk core 1: wrk opening TLS connections saturates its core, and a
+// redis-server starved there would slow the service for want of a third core, not by its own cost (which is only the
+// server process's CPU, read from /proc). Without taskset or a second core, nothing is pinned.
 const pinned = has('taskset', '--version') && os.availableParallelism() >= 2;
 const serverCore = '0';
 const clientCore = '1';
@@ -324,7 +326,7 @@ async function main(): Promise<void> {
   const dir = tempDir('messages-bench-');
   const redis = await startRedis();
   children.push(redis.child);
-  if (pinned) execFileSync('taskset', ['-a', '-p', '-c', clientCore, String(redis.child.pid)], { stdio: 'ignore' });
+  if (pinned) execFileSync('taskset', ['-a', '-p', '-c', serverCore, String(redis.child.pid)], { stdio: 'ignore' });
   const cert = await makeCert(dir);
   const envFor = (workers: string, logDir: string) => serviceEnv({ redis, cert, dir: logDir }, {
     MESSAGES_WORKERS: workers,
@@ -333,7 +335,7 @@ async function main(): Promise<void> {
   });
 
   console.log(`bench: ${short ? 'short mode (wiring and correctness check, not a timing gate)' : `${rounds} round(s) of ${seconds} s per scenario and server`}, ` +
-    `${connections} connections, wrk ${pinned ? `pinned to core ${clientCore}, servers to core ${serverCore}` : 'and servers unpinned (no taskset or one core)'}`);
+    `${connections} connections, wrk ${pinned ? `pinned to core ${clientCore}, servers and redis-server to core ${serverCore}` : 'and servers unpinned (no taskset or one core)'}`);
   console.log(`bench: ${os.availableParallelism()} CPUs, load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')} at start. ` +
     'Other work on this machine skews absolute numbers: compare only the ratios of one run, and treat differences under 10-15% as noise.');
 
@@ -396,6 +398,8 @@ async function main(): Promise<void> {
 
   console.log(`\n### Per request, workers=1 (${rounds > 1 ? `medians of ${rounds} rounds` : 'one round'}, ${seconds} s per run, ${connections} connections)\n`);
   console.log(table(samples, ratios, servers.map((s) => s.name)));
+  console.log('\nEach × column is the median of per-round ratios, each against the same round\'s ceiling run, so it can differ ' +
+    'from the ratio of the medians beside it when the machine drifts between rounds. RSS is the largest seen mid-run.');
   if (!withFastify) {
     console.log(`\n(Fastify comparison skipped: no fastify in ${fastifyDir}. To add it, outside the repo: ` +
       `mkdir -p ${fastifyDir} && cd ${fastifyDir} && npm init -y && npm install fastify@5; or set BENCH_FASTIFY_DIR.)`);
