@@ -32,6 +32,18 @@ function exit(code: number): void {
   else process.exit(code);
 }
 
+// Signals are handled from the first moment: a SIGTERM or SIGHUP that arrives while the service is still
+// starting is acted on once it has started, instead of killing it with no drain.
+let stop: (() => Promise<void>) | undefined;
+let reload: (() => void) | undefined;
+let stopRequested = false;
+function requestStop(): void {
+  stopRequested = true;
+  if (stop !== undefined) void stop().then(() => exit(0));
+}
+for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, requestStop);
+process.on('SIGHUP', () => reload?.());
+
 async function main(): Promise<void> {
   if (!cluster.isWorker) {
     appLog.info('starting', { config: describeConfig(config), node: process.version });
@@ -39,20 +51,17 @@ async function main(): Promise<void> {
   }
   if (cluster.isPrimary && config.workers > 1) {
     const primary = runPrimary(config.workers, logs, appLog, config.shutdownTimeoutMs);
-    process.on('SIGHUP', () => primary.reload());
-    for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-      process.on(signal, () => void primary.stop().then(() => exit(0)));
-    }
-    return;
+    reload = () => primary.reload();
+    stop = () => primary.stop();
+  } else {
+    const service = await startService(config, logs);
+    reload = () => service.reload();
+    stop = () => service.stop();
+    process.on('message', (message) => {
+      if (isReloadMessage(message)) service.reload();
+    });
   }
-  const service = await startService(config, logs);
-  process.on('SIGHUP', () => service.reload());
-  process.on('message', (message) => {
-    if (isReloadMessage(message)) service.reload();
-  });
-  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
-    process.on(signal, () => void service.stop().then(() => exit(0)));
-  }
+  if (stopRequested) requestStop();
 }
 
 main().catch((err: unknown) => {

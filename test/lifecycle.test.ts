@@ -1,5 +1,6 @@
 // Signals on a real process: SIGHUP reloads the certificate and reopens logs, SIGTERM drains and exits 0.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import fs from 'node:fs';
@@ -8,7 +9,8 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import tls from 'node:tls';
 import { generateCert } from '../lib/certs.ts';
-import { makeCert, postMessage, readIfExists, request, serviceEnv, spawnService, startInProcess, startRedis, stopChild, tempDir, waitFor, type RedisServer, type Spawned } from './helpers.ts';
+import { projectRoot } from '../lib/config.ts';
+import { makeCert, postMessage, readIfExists, request, serviceEnv, spawnService, startInProcess, startRedis, stopChild, tempDir, track, waitFor, waitForOutput, type RedisServer, type Spawned } from './helpers.ts';
 
 let redis: RedisServer;
 
@@ -141,3 +143,19 @@ test('a second SIGTERM during the drain does not change the clean exit', async (
   assert.equal(code, 0);
 });
 
+
+test('a SIGTERM that arrives while the service is still starting is a clean drain and exit 0', async (t) => {
+  const dir = tempDir();
+  const cert = await makeCert(dir);
+  const child = track(spawn(process.execPath, ['--import', 'tsx', path.join(projectRoot, 'server.ts')], {
+    env: { ...process.env, ...serviceEnv({ redis, cert, dir }) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  }));
+  t.after(() => stopChild(child, 'SIGKILL'));
+  // "starting" is logged before the certificate is prepared and the port opened.
+  await waitForOutput(child, /"event":"starting"/);
+  child.kill('SIGTERM');
+  const [code] = await once(child, 'exit');
+  assert.equal(code, 0);
+  assert.match(readIfExists(path.join(dir, 'logs', 'app.log')), /"event":"stopped"/);
+});
