@@ -1,8 +1,6 @@
 // Connects to Redis in the mode the configuration names and reports its state changes to app.log.
 import fs from 'node:fs';
-// node-redis's client package, not the `redis` bundle: the same clients without the module commands (Bloom, JSON,
-// Search, TimeSeries), whose 170 files took about a fifth of the start time.
-import { createClient } from '@redis/client';
+import { createClient } from 'redis';
 import type { RedisConfig } from './config.ts';
 import type { AppLog } from './app-log.ts';
 // redis-modes.ts imports the helpers below in turn; neither module calls the other while loading.
