@@ -5,23 +5,17 @@ import type { Socket } from 'node:net';
 import type { AppLog } from './app-log.ts';
 import { securityHeaders } from './app.ts';
 import { badRequest, HttpError, methodNotAllowed } from './errors.ts';
+import { throttle } from './throttle.ts';
 
 // Rate-limited: scanners and plain-HTTP probes must not flood app.log (one line per 10 s, with a count).
 export function handshakeReporter(appLog: AppLog) {
-  let last = 0;
-  let suppressed = 0;
+  const allow = throttle();
   return (err: Error, socket: Socket) => {
     const remote = socket.remoteAddress;
     // Node leaves the socket open after a handshake timeout: the listener must close it (fastify#3251).
     socket.destroy();
-    const now = Date.now();
-    if (now - last < 10_000) {
-      suppressed += 1;
-      return;
-    }
-    appLog.warn('tls_handshake_failed', { remote, reason: err.message.slice(0, 200), suppressed });
-    last = now;
-    suppressed = 0;
+    const suppressed = allow();
+    if (suppressed !== undefined) appLog.warn('tls_handshake_failed', { remote, reason: err.message.slice(0, 200), suppressed });
   };
 }
 

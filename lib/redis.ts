@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import { createClient } from 'redis';
 import type { RedisConfig } from './config.ts';
 import type { AppLog } from './app-log.ts';
+import { throttle } from './throttle.ts';
 // redis-modes.ts imports the helpers below in turn; neither module calls the other while loading.
 import { connectCluster, connectSentinel } from './redis-modes.ts';
 
@@ -80,15 +81,12 @@ export type Bounded = <T>(work: () => Promise<T>) => Promise<T>;
 // node-redis's command timeout ends once a command is written; this bounds the reply too, so a hung or failing-over
 // Redis costs a request at most `ms`. A hung Redis raises no error event: misses are logged, at most once per 10 s.
 export function deadline(ms: number, log: AppLog, target: string): Bounded {
-  let lastLogged = 0;
-  let missed = 0;
+  const allow = throttle();
   return (work) => new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
-      missed += 1;
-      if (Date.now() - lastLogged >= 10_000) {
-        log.warn('redis_timeout', { target, timeoutMs: ms, missed, hint: `${target} did not answer in time: a failover, a hung server, replicas slow to acknowledge WAIT, or MESSAGES_REDIS_TIMEOUT_MS too low` });
-        lastLogged = Date.now();
-        missed = 0;
+      const suppressed = allow();
+      if (suppressed !== undefined) {
+        log.warn('redis_timeout', { target, timeoutMs: ms, missed: suppressed + 1, hint: `${target} did not answer in time: a failover, a hung server, replicas slow to acknowledge WAIT, or MESSAGES_REDIS_TIMEOUT_MS too low` });
       }
       reject(new Error(`Redis did not answer within ${ms} ms`));
     }, ms);

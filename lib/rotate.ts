@@ -1,5 +1,6 @@
 // A single-writer, size-rotated, buffered log file that rotates like CPython's RotatingFileHandler.
 import fs from 'node:fs';
+import { throttle } from './throttle.ts';
 
 export interface RotatingFileOptions {
   path: string; // the live file; its directory must exist
@@ -10,7 +11,6 @@ export interface RotatingFileOptions {
 }
 
 const maxBufferedBytes = 64 * 1024;
-const reportEveryMs = 10_000;
 
 export class RotatingFile {
   private readonly path: string;
@@ -193,17 +193,11 @@ function describe(error: unknown): string {
 
 // One line per 10 s at most, so a full disk cannot flood stderr (itself perhaps on that disk).
 function stderrReporter(): (message: string) => void {
-  let lastAt = -Infinity;
-  let suppressed = 0;
+  const allow = throttle();
   return (message) => {
-    const now = Date.now();
-    if (now - lastAt < reportEveryMs) {
-      suppressed += 1;
-      return;
-    }
+    const suppressed = allow();
+    if (suppressed === undefined) return;
     const note = suppressed > 0 ? ` (${suppressed} earlier error(s) not shown)` : '';
-    lastAt = now;
-    suppressed = 0;
     process.stderr.write(`rotate: ${message}${note}\n`);
   };
 }
