@@ -40,7 +40,3 @@ export const shuttingDown = () =>
 export function isHttpError(value: unknown): value is HttpError {
   return value instanceof HttpError;
 }
-
-export function isErrnoException(value: unknown): value is NodeJS.ErrnoException {
-  return value instanceof Error && 'code' in value;
-}
