@@ -206,12 +206,15 @@ describe('oversized and malformed requests', () => {
     ['a malformed request', 'get / HTTP/1.1\r\n\r\n', 400],
     ['a CONNECT', 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n', 405],
     ['an oversized header', `GET / HTTP/1.1\r\nHost: localhost\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`, 431],
+    // llhttp refuses this one only after Node has emitted it as a request (found by the fuzzer, seed 04e69411dec94d04).
+    ['an invalid Transfer-Encoding', 'GET /messages HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip\r\n\r\n', 400],
   ] as const) {
     test(`answers ${name} pipelined behind a POST in request order`, async (t) => {
       const app = await serve(t);
       const body = '{"message":"pipelined"}';
       const post = `POST /messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
-      const responses = await exchange(app.service.port, cert.ca, post + second, ['POST', 'GET']);
+      // A third read shows that nothing else answers the refused request.
+      const responses = await exchange(app.service.port, cert.ca, post + second, ['POST', 'GET', 'GET']);
       assert.deepEqual(responses.map((response) => response.status), [201, status]);
       assert.deepEqual(JSON.parse(responses[0]!.body.toString()), { digest: createHash('sha256').update('pipelined').digest('hex') });
     });

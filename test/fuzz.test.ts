@@ -226,7 +226,7 @@ function chunks(r: Random, body: Buffer): Buffer[] {
   return out;
 }
 
-interface Violation { lane: number; index: number; problem: string; request: string }
+interface Violation { lane: number; index: number; problem: string; request: string; before?: string }
 
 let connectionsOpened = 0;
 
@@ -256,12 +256,15 @@ async function runLane(lane: number, total: number): Promise<Violation[]> {
   const generator = new Generator(r);
   const violations: Violation[] = [];
   let connection: RawConnection | undefined;
+  // What this connection carried just before the failing request: a parser state left over is the usual culprit.
+  let previous: Buffer | undefined;
   let index = 0;
   while (index < total && violations.length < 10) {
     if (connection === undefined || connection.reader.closed || r.chance(0.1)) {
       connection?.socket.destroy();
       connection = await connect(service.port, cert.ca);
       connectionsOpened += 1;
+      previous = undefined;
     }
     // Only well-formed requests are followed by more on the same write: for them, one request is one answer.
     const batch = [generator.next()];
@@ -270,8 +273,12 @@ async function runLane(lane: number, total: number): Promise<Violation[]> {
     let closing = false;
     for (const testCase of batch) {
       const at = index;
+      const before = previous;
       index += 1;
-      const fail = (problem: string) => violations.push({ lane, index: at, problem, request: JSON.stringify(testCase.bytes.subarray(0, 300).toString('latin1')) });
+      previous = testCase.bytes;
+      const fail = (problem: string) => violations.push({
+        lane, index: at, problem, request: excerpt(testCase.bytes), ...(before === undefined ? {} : { before: excerpt(before) }),
+      });
       let response: RawResponse | null;
       try {
         response = await connection.reader.next(testCase.method, 20_000);
@@ -295,6 +302,10 @@ async function runLane(lane: number, total: number): Promise<Violation[]> {
   }
   connection?.socket.destroy();
   return violations;
+}
+
+function excerpt(bytes: Buffer): string {
+  return JSON.stringify(bytes.subarray(0, 300).toString('latin1'));
 }
 
 function expectationViolation(testCase: Case, response: RawResponse, generator: Generator): string | undefined {
