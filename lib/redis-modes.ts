@@ -38,6 +38,8 @@ async function closeWithin(ms: number, close: () => Promise<unknown>, destroy: (
   if (!closed) await destroy();
 }
 
+const clusterSlots = 16384;
+
 const isRedirect = (err: unknown) => err instanceof Error && /^(MOVED|ASK) /.test(err.message);
 
 export function connectCluster(config: RedisConfig, log: AppLog): RedisConnection {
@@ -64,10 +66,20 @@ export function connectCluster(config: RedisConfig, log: AppLog): RedisConnectio
       commandOptions: { timeout: 0 },
     });
     cluster.on('error', (err: unknown) => seedState.down(err));
-    cluster.on('connect', () => seedState.up({ masters: cluster.masters.map(address) }));
     cluster.on('node-error', (err: unknown, node: HostPort) => nodeState(node).down(err));
     cluster.on('node-ready', (node: HostPort) => nodeState(node).up());
-    return { cluster, connecting: keepConnecting(() => cluster.connect(), seedState) };
+    // A cluster still being set up answers with part of the slots, or none: node-redis connects to it and never asks
+    // again, so every key of a missing slot would fail for good. Such a connection is dropped and tried again.
+    const connect = async () => {
+      await cluster.connect();
+      const served = cluster.slots.filter((shard) => shard !== undefined).length;
+      if (served < clusterSlots) {
+        cluster.destroy();
+        throw new Error(`the cluster serves ${served} of ${clusterSlots} slots`);
+      }
+      seedState.up({ masters: cluster.masters.map(address) });
+    };
+    return { cluster, connecting: keepConnecting(connect, seedState) };
   };
   const main = open();
   const cluster = main.cluster;

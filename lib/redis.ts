@@ -44,6 +44,7 @@ export function describeRedisError(err: unknown, target: string, hints = standal
   else if (/WRONGPASS|NOAUTH|invalid password|invalid username/i.test(text)) hint = 'Redis refused the credentials: check MESSAGES_REDIS_USERNAME and MESSAGES_REDIS_PASSWORD (or the user:password of MESSAGES_REDIS_URL)';
   else if (/NOPERM/.test(text)) hint = 'the Redis ACL user lacks a permission: allow GET, SET, PING (and WAIT with MESSAGES_REDIS_MIN_REPLICAS) on ~messages:*';
   else if (/certificate|self[- ]signed|SSL|TLS|ERR_TLS|EPROTO/i.test(text)) hint = 'the TLS link to Redis failed: check MESSAGES_REDIS_CA_FILE and the server certificate';
+  else if (/slots$/.test(text)) hint = 'the cluster does not serve every slot yet: assign them all (redis-cli --cluster create, or --cluster fix); writes resume by themselves';
   else if (/No such master|no valid master/i.test(text)) hint = 'the sentinels know no usable master by that name: check MESSAGES_REDIS_SENTINEL_NAME';
   else if (/timeout|did not answer/i.test(text)) hint = `${target} did not answer in time: check the network path and MESSAGES_REDIS_TIMEOUT_MS`;
   return { cause: text.trim(), hint };

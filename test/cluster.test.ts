@@ -8,7 +8,7 @@ import { after, before, test } from 'node:test';
 import { digestOf } from '../lib/store.ts';
 import { freePort, makeCert, request, serviceEnv, startInProcess, tempDir, type Cert, type InProcess } from './helpers.ts';
 import {
-  get, inParallel, info, keepAliveAgent, pollUntil, post, redisCli, startCluster, startSingleNodeCluster, type Cluster, type Shard,
+  get, inParallel, info, keepAliveAgent, pollUntil, post, redisCli, startCluster, startClusterNode, startSingleNodeCluster, type Cluster, type Shard,
 } from './redis-fixtures.ts';
 
 let cluster: Cluster;
@@ -128,6 +128,29 @@ test('a killed master fails only its own slots within 2 s, then its promoted rep
   const owned = (await shardsOf(stored)).map((owner, i) => (owner === failed ? stored[i]! : undefined)).filter((m) => m !== undefined);
   const read = await inParallel(owned, 16, (message) => get(plain.service.port, cert.ca, agent, digestOf(message)));
   assert.deepEqual(read.map((reply) => reply.status === 200 ? JSON.parse(reply.body).message : reply.status), owned);
+});
+
+// Regression: a node reached before its slots were assigned left the service at 503 for good, logged as redis_up.
+test('connects to a cluster node that serves no slots yet, answers 503 and logs why, then serves once the slots are assigned', async (t) => {
+  const dir = tempDir();
+  const node = await startClusterNode(await freePort());
+  const app = await startInProcess(serviceEnv({ redis: cluster.nodes[0]!, cert, dir }, { MESSAGES_REDIS_CLUSTER_NODES: `127.0.0.1:${node.port}` }));
+  t.after(async () => {
+    await app.stop();
+    await node.stop();
+  });
+  const appLog = () => fs.readFileSync(path.join(dir, 'logs', 'app.log'), 'utf8');
+  const down = await pollUntil('redis_down in app.log', () => appLog().split('\n').find((line) => line.includes('"redis_down"')));
+  assert.equal(JSON.parse(down).cause, 'the cluster serves 0 of 16384 slots');
+  assert.match(JSON.parse(down).hint, /^the cluster does not serve every slot yet: assign them all/);
+  assert.doesNotMatch(appLog(), /"redis_up"/);
+  assert.equal((await postTimed(app, 'before the slots')).status, 503);
+  assert.equal(await readyz(app), 503);
+
+  await node.assignSlots();
+  await pollUntil('a 201 once the slots are assigned', async () => ((await postTimed(app, 'after the slots')).status === 201 ? true : undefined), 10_000);
+  assert.equal(await readyz(app), 200);
+  assert.match(appLog(), /"event":"redis_up","pid":\d+,"target":"cluster 127\.0\.0\.1:\d+","masters":\["[^"]*:\d+"\]/);
 });
 
 test('starts while no cluster node answers, answers 503 within 2 s and logs why, then serves once a node is up', async (t) => {

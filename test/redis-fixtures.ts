@@ -134,7 +134,8 @@ export async function startCluster(masters: number, replicasPerMaster: number): 
 }
 
 // One cluster node owning every slot, on a port the caller chose: a service may already be waiting for it.
-export async function startSingleNodeCluster(port: number): Promise<{ port: number; stop(): Promise<void> }> {
+// A cluster-enabled redis-server that has no slots yet, as a cluster being set up; assignSlots() gives it all of them.
+export async function startClusterNode(port: number): Promise<{ port: number; assignSlots(): Promise<void>; stop(): Promise<void> }> {
   const child = spawn('redis-server', [
     '--port', String(port), '--bind', '127.0.0.1', '--dir', tempDir('redis-'), '--save', '', '--appendonly', 'no', '--logfile', '',
     '--cluster-enabled', 'yes', '--cluster-port', String(await freePort()),
@@ -144,13 +145,29 @@ export async function startSingleNodeCluster(port: number): Promise<{ port: numb
   running.add(node);
   try {
     await waitForOutput(child, /Ready to accept connections/);
-    await redisCli(port, 'CLUSTER', 'ADDSLOTSRANGE', '0', '16383');
-    await pollUntil(`cluster_state:ok on ${port}`, async () => ((await redisCli(port, 'CLUSTER', 'INFO')).includes('cluster_state:ok') ? true : undefined));
   } catch (err) {
     await stopAll([node]);
     throw err;
   }
-  return { port, stop: () => stopAll([node]) };
+  return {
+    port,
+    async assignSlots() {
+      await redisCli(port, 'CLUSTER', 'ADDSLOTSRANGE', '0', '16383');
+      await pollUntil(`cluster_state:ok on ${port}`, async () => ((await redisCli(port, 'CLUSTER', 'INFO')).includes('cluster_state:ok') ? true : undefined));
+    },
+    stop: () => stopAll([node]),
+  };
+}
+
+export async function startSingleNodeCluster(port: number): Promise<{ port: number; stop(): Promise<void> }> {
+  const node = await startClusterNode(port);
+  try {
+    await node.assignSlots();
+  } catch (err) {
+    await node.stop();
+    throw err;
+  }
+  return node;
 }
 
 // CLUSTER NODES: "<id> <ip:port@bus> <flags> <master id or -> <ping> <pong> <epoch> <state> <slot ranges...>".
