@@ -10,7 +10,8 @@ export interface RotatingFileOptions {
   onError?: (message: string) => void; // default: stderr, at most one line per 10 s
 }
 
-const maxBufferedBytes = 64 * 1024;
+// Counted in UTF-16 units, which the lines are kept in until a flush encodes them at once: at most 3 bytes each.
+const maxBufferedUnits = 64 * 1024;
 
 export class RotatingFile {
   private readonly path: string;
@@ -19,8 +20,8 @@ export class RotatingFile {
   private readonly report: (message: string) => void;
   private readonly timer: NodeJS.Timeout;
   private readonly flushNow = (): void => this.flush();
-  private buffer: Buffer[] = [];
-  private bufferedBytes = 0;
+  private buffer: string[] = [];
+  private bufferedUnits = 0;
   private live: LiveFile | undefined; // undefined only until the first open succeeds
   private closed = false;
   private reportedWriteAfterClose = false;
@@ -45,34 +46,32 @@ export class RotatingFile {
       this.reportedWriteAfterClose = true;
       return;
     }
-    const bytes = Buffer.from(line, 'utf8');
-    this.buffer.push(bytes);
-    this.bufferedBytes += bytes.length;
-    if (this.bufferedBytes > maxBufferedBytes) this.flush();
+    this.buffer.push(line);
+    this.bufferedUnits += line.length;
+    if (this.bufferedUnits > maxBufferedUnits) this.flush();
   }
 
   flush(): void {
     if (this.closed || this.buffer.length === 0) return;
     const lines = this.buffer;
     this.buffer = [];
-    this.bufferedBytes = 0;
+    this.bufferedUnits = 0;
     // Until the file opens (say its directory is created later), every flush tries again.
     if (this.live === undefined) this.openAgain();
     if (this.live === undefined) return;
-    let segment: Buffer[] = [];
+    let start = 0;
     let segmentBytes = 0;
-    for (const line of lines) {
-      const sizeBefore = this.live.size + segmentBytes;
-      if (this.shouldRotate(this.live, sizeBefore, line.length)) {
-        this.writeAll(this.live, segment, segmentBytes);
-        segment = [];
+    for (let i = 0; i < lines.length && this.rotates(this.live); i++) {
+      const lineBytes = Buffer.byteLength(lines[i]!);
+      if (this.shouldRotate(this.live.size + segmentBytes, lineBytes)) {
+        this.writeAll(this.live, lines.slice(start, i));
+        start = i;
         segmentBytes = 0;
         this.rotate();
       }
-      segment.push(line);
-      segmentBytes += line.length;
+      segmentBytes += lineBytes;
     }
-    this.writeAll(this.live, segment, segmentBytes);
+    this.writeAll(this.live, start === 0 ? lines : lines.slice(start));
   }
 
   // logrotate's "create" mode and SIGHUP: lines already buffered belong to the file that was moved away.
@@ -91,16 +90,20 @@ export class RotatingFile {
     if (this.live !== undefined) this.closeQuietly(this.live.fd);
   }
 
-  // CPython: never roll over an empty file (gh-116263) or a non-regular one such as /dev/null (bpo-45401).
-  private shouldRotate(live: LiveFile, sizeBefore: number, lineBytes: number): boolean {
-    if (this.maxBytes === 0 || this.backupCount === 0 || !live.regular || sizeBefore === 0) return false;
-    return sizeBefore + lineBytes >= this.maxBytes;
+  // CPython: never roll over a non-regular file such as /dev/null (bpo-45401)...
+  private rotates(live: LiveFile): boolean {
+    return this.maxBytes > 0 && this.backupCount > 0 && live.regular;
+  }
+
+  // ...or an empty one (gh-116263).
+  private shouldRotate(sizeBefore: number, lineBytes: number): boolean {
+    return sizeBefore > 0 && sizeBefore + lineBytes >= this.maxBytes;
   }
 
   // One writeSync per segment; it may write part of the buffer (a file-size limit, a full disk), so loop.
-  private writeAll(live: LiveFile, segment: Buffer[], segmentBytes: number): void {
-    if (segmentBytes === 0) return;
-    const data = Buffer.concat(segment, segmentBytes);
+  private writeAll(live: LiveFile, segment: string[]): void {
+    if (segment.length === 0) return;
+    const data = Buffer.from(segment.join(''), 'utf8');
     let written = 0;
     try {
       while (written < data.length) written += fs.writeSync(live.fd, data, written, data.length - written);
