@@ -22,7 +22,6 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     const cleanup = () => {
       req.off('data', onData);
       req.off('end', onEnd);
-      req.off('error', onAbort);
       req.off('close', onAbort);
     };
     const onData = (chunk: Buffer) => {
@@ -40,14 +39,14 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       cleanup();
       resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
     };
-    // The client went away mid-body: a 4xx for the access log, never an error in the process.
+    // The client went away mid-body: a 4xx for the access log, never an error in the process. 'close' always follows
+    // an abort, and Node emits the request's 'error' only to a listener (IncomingMessage's onError), so none is added.
     const onAbort = () => {
       cleanup();
       reject(badRequest('Request body was not received completely'));
     };
     req.on('data', onData);
     req.on('end', onEnd);
-    req.on('error', onAbort);
     req.on('close', onAbort);
   });
 }

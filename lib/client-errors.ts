@@ -34,22 +34,20 @@ function answerRaw(socket: Socket, err: HttpError): void {
   socket.end(`HTTP/1.1 ${err.status} ${STATUS_CODES[err.status]}\r\n${head}\r\n${body}`);
 }
 
-// The last response under way on each connection, and the one before it. An answer written on the socket waits
-// for the earlier ones to finish, so that pipelined requests are answered in the order they came (RFC 9112
-// section 9.3.2).
-const underway = new WeakMap<Socket, ServerResponse>();
-const predecessor = new WeakMap<ServerResponse, ServerResponse>();
+// The last response on each connection, and the one before it. An answer written on the socket waits for them to
+// finish, so that pipelined requests are answered in the order they came (RFC 9112 section 9.3.2).
+interface Turns { last: ServerResponse; previous: ServerResponse | undefined }
+const turns = new WeakMap<Socket, Turns>();
 const refused = new WeakSet<IncomingMessage>();
 
 export function tracked(handle: RequestListener): RequestListener {
   return (req, res) => {
-    const socket = req.socket;
-    const earlier = underway.get(socket);
-    if (earlier !== undefined) predecessor.set(res, earlier);
-    underway.set(socket, res);
-    res.once('close', () => {
-      if (underway.get(socket) === res) underway.delete(socket);
-    });
+    const seen = turns.get(req.socket);
+    if (seen === undefined) turns.set(req.socket, { last: res, previous: undefined });
+    else {
+      seen.previous = seen.last;
+      seen.last = res;
+    }
     // llhttp refuses some requests (an invalid Transfer-Encoding) only after Node has emitted them, in the same
     // tick: one tick later such a request is known to be refused, and gets the 400 alone, not also a handler's answer.
     process.nextTick(handleUnlessRefused, handle, req, res);
@@ -61,12 +59,13 @@ function handleUnlessRefused(handle: RequestListener, req: IncomingMessage, res:
 }
 
 function answerInTurn(socket: Socket, err: HttpError): void {
-  let earlier = underway.get(socket);
+  const seen = turns.get(socket);
+  let earlier = seen?.last;
   // A request still arriving is the one the error is about (refused by the parser, or its request timeout): it
-  // gets this answer, after the requests before it.
+  // gets this answer, after the request before it.
   if (earlier !== undefined && !earlier.req.complete) {
     refused.add(earlier.req);
-    earlier = predecessor.get(earlier);
+    earlier = seen!.previous;
   }
   if (earlier === undefined || earlier.closed) answerRaw(socket, err);
   else earlier.once('close', () => (socket.writable ? answerRaw(socket, err) : socket.destroy()));

@@ -83,15 +83,22 @@ export type Bounded = <T>(work: () => Promise<T>) => Promise<T>;
 // Redis costs a request at most `ms`. A hung Redis raises no error event: misses are logged, at most once per 10 s.
 export function deadline(ms: number, log: AppLog, target: string): Bounded {
   const allow = throttle();
+  const expire = (reject: (err: Error) => void) => {
+    const suppressed = allow();
+    if (suppressed !== undefined) {
+      log.warn('redis_timeout', { target, timeoutMs: ms, missed: suppressed + 1, hint: `${target} did not answer in time: a failover, a hung server, replicas slow to acknowledge WAIT, or MESSAGES_REDIS_TIMEOUT_MS too low` });
+    }
+    reject(new Error(`Redis did not answer within ${ms} ms`));
+  };
   return (work) => new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      const suppressed = allow();
-      if (suppressed !== undefined) {
-        log.warn('redis_timeout', { target, timeoutMs: ms, missed: suppressed + 1, hint: `${target} did not answer in time: a failover, a hung server, replicas slow to acknowledge WAIT, or MESSAGES_REDIS_TIMEOUT_MS too low` });
-      }
-      reject(new Error(`Redis did not answer within ${ms} ms`));
-    }, ms);
-    work().then(resolve, reject).finally(() => clearTimeout(timer));
+    const timer = setTimeout(expire, ms, reject);
+    work().then((value) => {
+      clearTimeout(timer);
+      resolve(value);
+    }, (err: unknown) => {
+      clearTimeout(timer);
+      reject(err);
+    });
   });
 }
 
