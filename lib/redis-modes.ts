@@ -1,5 +1,5 @@
 // Redis Cluster (sharding) and Sentinel (failover) connections, built with the official client's own support.
-import { createCluster, createSentinel } from 'redis';
+import { createCluster, createSentinel } from './redis-core.ts';
 import type { AppLog } from './app-log.ts';
 import type { HostPort, RedisConfig } from './config.ts';
 import {

@@ -1,6 +1,6 @@
 // Connects to Redis in the mode the configuration names and reports its state changes to app.log.
 import fs from 'node:fs';
-import { createClient } from 'redis';
+import { createClient } from './redis-core.ts';
 import type { RedisConfig } from './config.ts';
 import type { AppLog } from './app-log.ts';
 import { throttle } from './throttle.ts';
