@@ -35,9 +35,16 @@ export function escapeField(value: string | undefined, max: number): string {
   });
 }
 
-export function accessLine(req: IncomingMessage, status: number, bytes: number, elapsedMs: number): string {
+export function accessLine(req: IncomingMessage, status: number, bytes: number, elapsedMs: number | undefined): string {
   const request = `${escapeField(req.method, 16)} ${escapeField(req.url, 2048)} HTTP/${escapeField(req.httpVersion, 8)}`;
-  const referer = escapeField(req.headers.referer, 512);
-  const agent = escapeField(req.headers['user-agent'], 512);
-  return `${req.socket.remoteAddress ?? '-'} - - ${timestamp()} "${request}" ${status} ${bytes === 0 ? '-' : bytes} "${referer}" "${agent}" ${elapsedMs.toFixed(3)}\n`;
+  return line(req.socket.remoteAddress, request, status, bytes, escapeField(req.headers.referer, 512), escapeField(req.headers['user-agent'], 512), elapsedMs);
+}
+
+// A request the HTTP parser refused before it became one: its first line as received, escaped ("-" when unknown).
+export function refusedLine(remote: string | undefined, requestLine: string | undefined, status: number, bytes: number): string {
+  return line(remote, escapeField(requestLine, 2048), status, bytes, '-', '-', undefined);
+}
+
+function line(remote: string | undefined, request: string, status: number, bytes: number, referer: string, agent: string, elapsedMs: number | undefined): string {
+  return `${remote ?? '-'} - - ${timestamp()} "${request}" ${status} ${bytes === 0 ? '-' : bytes} "${referer}" "${agent}" ${elapsedMs === undefined ? '-' : elapsedMs.toFixed(3)}\n`;
 }

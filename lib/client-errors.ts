@@ -2,7 +2,8 @@
 // Each is written on the socket with the JSON body and headers of app.ts's answers, and the connection closes.
 import { STATUS_CODES, type IncomingMessage, type RequestListener, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { AppLog } from './app-log.ts';
+import type { AppLog, LineSink } from './app-log.ts';
+import { accessLine, refusedLine } from './access-log.ts';
 import { securityHeaders } from './app.ts';
 import { badRequest, HttpError, methodNotAllowed } from './errors.ts';
 import { throttle } from './throttle.ts';
@@ -19,8 +20,9 @@ export function handshakeReporter(appLog: AppLog) {
   };
 }
 
-// For a request no handler sees: the same JSON body and headers as app.ts's answers, then close.
-function answerRaw(socket: Socket, err: HttpError): void {
+// For a request no handler sees: the same JSON body and headers as app.ts's answers, then close. Returns the bytes
+// of the body, for the access log.
+function answerRaw(socket: Socket, err: HttpError): number {
   const body = JSON.stringify({ err_msg: err.message });
   const headers = {
     'Content-Type': 'application/json; charset=utf-8',
@@ -32,43 +34,62 @@ function answerRaw(socket: Socket, err: HttpError): void {
   };
   const head = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
   socket.end(`HTTP/1.1 ${err.status} ${STATUS_CODES[err.status]}\r\n${head}\r\n${body}`);
+  return Buffer.byteLength(body);
 }
 
-// The last response on each connection, and the one before it. An answer written on the socket waits for them to
-// finish, so that pipelined requests are answered in the order they came (RFC 9112 section 9.3.2).
-interface Turns { last: ServerResponse; previous: ServerResponse | undefined }
+// The last response on each connection, the one before it, and whether the last one's handler has started. An
+// answer written on the socket waits for the earlier responses to finish, so that pipelined requests are answered
+// in the order they came (RFC 9112 section 9.3.2).
+interface Turns { last: ServerResponse; previous: ServerResponse | undefined; lastState: 'waiting' | 'started' | 'refused' }
 const turns = new WeakMap<Socket, Turns>();
-const refused = new WeakSet<IncomingMessage>();
 
 export function tracked(handle: RequestListener): RequestListener {
   return (req, res) => {
     const seen = turns.get(req.socket);
-    if (seen === undefined) turns.set(req.socket, { last: res, previous: undefined });
+    if (seen === undefined) turns.set(req.socket, { last: res, previous: undefined, lastState: 'waiting' });
     else {
       seen.previous = seen.last;
       seen.last = res;
+      seen.lastState = 'waiting';
     }
     // llhttp refuses some requests (an invalid Transfer-Encoding) only after Node has emitted them, in the same
     // tick: one tick later such a request is known to be refused, and gets the 400 alone, not also a handler's answer.
-    process.nextTick(handleUnlessRefused, handle, req, res);
+    process.nextTick(start, handle, req, res);
   };
 }
 
-function handleUnlessRefused(handle: RequestListener, req: IncomingMessage, res: ServerResponse): void {
-  if (!refused.has(req)) handle(req, res);
+function start(handle: RequestListener, req: IncomingMessage, res: ServerResponse): void {
+  const seen = turns.get(req.socket);
+  if (seen?.last === res) {
+    if (seen.lastState === 'refused') return;
+    seen.lastState = 'started';
+  }
+  handle(req, res);
 }
 
-function answerInTurn(socket: Socket, err: HttpError): void {
+// What the access log says of an answer written on the socket, given its status and body bytes.
+type Describe = (status: number, bytes: number) => string;
+
+function answerInTurn(socket: Socket, err: HttpError, accessLog: LineSink, describe: Describe): void {
   const seen = turns.get(socket);
   let earlier = seen?.last;
+  let logged = true;
   // A request still arriving is the one the error is about (refused by the parser, or its request timeout): it
-  // gets this answer, after the request before it.
-  if (earlier !== undefined && !earlier.req.complete) {
-    refused.add(earlier.req);
-    earlier = seen!.previous;
+  // gets this answer, after the request before it. A refused one never reaches a handler and is logged here; a
+  // timed-out one's handler is reading its body, and logs the request when that read fails.
+  if (seen !== undefined && earlier !== undefined && !earlier.req.complete) {
+    const req = earlier.req;
+    if (seen.lastState === 'started') logged = false;
+    else seen.lastState = 'refused';
+    describe = (status, bytes) => accessLine(req, status, bytes, undefined);
+    earlier = seen.previous;
   }
-  if (earlier === undefined || earlier.closed) answerRaw(socket, err);
-  else earlier.once('close', () => (socket.writable ? answerRaw(socket, err) : socket.destroy()));
+  const answer = () => {
+    const line = describe(err.status, answerRaw(socket, err));
+    if (logged) accessLog(line);
+  };
+  if (earlier === undefined || earlier.closed) answer();
+  else earlier.once('close', () => (socket.writable ? answer() : socket.destroy()));
 }
 
 const clientErrors: Record<string, HttpError> = {
@@ -76,18 +97,34 @@ const clientErrors: Record<string, HttpError> = {
   ERR_HTTP_REQUEST_TIMEOUT: new HttpError(408, 'Request timed out'),
 };
 
-// Malformed HTTP never reaches a handler: answer it in JSON like every other error, then close.
-export function answerClientError(err: NodeJS.ErrnoException, socket: Socket): void {
-  // A client that reset or closed in the middle of a request reads no answer; one written anyway can hang the
-  // socket until the headers timeout.
-  if (err.code === 'ECONNRESET' || err.code === 'HPE_INVALID_EOF_STATE' || !socket.writable) {
-    socket.destroy();
-    return;
-  }
-  answerInTurn(socket, clientErrors[err.code ?? ''] ?? badRequest('Bad request'));
+// The first line of what the parser was reading, when that is the start of a request: nothing came before it on
+// the connection. After earlier requests the bytes may begin with one of those, so the line is left unknown.
+function requestLineOf(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Socket): string | undefined {
+  if (turns.has(socket) || err.rawPacket === undefined) return undefined;
+  const text = err.rawPacket.subarray(0, 2048).toString('latin1');
+  const end = text.indexOf('\n');
+  return (end === -1 ? text : text.slice(0, end)).replace(/\r$/, '');
 }
 
-// Node drops a CONNECT without a word unless someone listens; this service is no proxy (RFC 9110 section 9.3.6).
-export function answerConnect(_req: IncomingMessage, socket: Socket): void {
-  answerInTurn(socket, methodNotAllowed('CONNECT', 'GET, HEAD, POST'));
+// Answers to what never reaches a handler, each with its access-log line.
+export function rawAnswers(accessLog: LineSink) {
+  return {
+    // Malformed HTTP: answer it in JSON like every other error, then close.
+    clientError(err: NodeJS.ErrnoException, socket: Socket): void {
+      // A client that reset or closed in the middle of a request reads no answer; one written anyway can hang the
+      // socket until the headers timeout.
+      if (err.code === 'ECONNRESET' || err.code === 'HPE_INVALID_EOF_STATE' || !socket.writable) {
+        socket.destroy();
+        return;
+      }
+      const remote = socket.remoteAddress;
+      const requestLine = requestLineOf(err, socket);
+      answerInTurn(socket, clientErrors[err.code ?? ''] ?? badRequest('Bad request'), accessLog,
+        (status, bytes) => refusedLine(remote, requestLine, status, bytes));
+    },
+    // Node drops a CONNECT without a word unless someone listens; this service is no proxy (RFC 9110 section 9.3.6).
+    connect(req: IncomingMessage, socket: Socket): void {
+      answerInTurn(socket, methodNotAllowed('CONNECT', 'GET, HEAD, POST'), accessLog, (status, bytes) => accessLine(req, status, bytes, undefined));
+    },
+  };
 }

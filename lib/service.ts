@@ -5,7 +5,7 @@ import type { AppLog } from './app-log.ts';
 import { createAppLog } from './app-log.ts';
 import { createApp } from './app.ts';
 import { ensureCert } from './certs.ts';
-import { answerClientError, answerConnect, handshakeReporter, tracked } from './client-errors.ts';
+import { handshakeReporter, rawAnswers, tracked } from './client-errors.ts';
 import { ConfigError, defaultCertFile, defaultKeyFile, type Config } from './config.ts';
 import type { LogFiles } from './log-files.ts';
 import { connectRedis } from './redis.ts';
@@ -55,10 +55,11 @@ export async function startService(config: Readonly<Config>, logs: LogFiles): Pr
   }, handle);
   server.maxConnections = config.maxConnections;
   server.on('tlsClientError', handshakeReporter(appLog));
-  server.on('clientError', answerClientError);
+  const answers = rawAnswers(logs.access);
+  server.on('clientError', answers.clientError);
   // RFC 9110 section 10.1.1: an expectation other than 100-continue may be ignored; Node's own answer is a bare 417.
   server.on('checkExpectation', handle);
-  server.on('connect', answerConnect);
+  server.on('connect', answers.connect);
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

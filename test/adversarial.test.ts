@@ -399,25 +399,51 @@ describe('secrets', { concurrency: true }, () => {
 });
 
 describe('log injection', () => {
-  // Combined Log Format plus the response time; every quoted field holds only printable ASCII with \" \\ \xHH escapes.
-  const accessLine = /^127\.0\.0\.1 - - \[[^\]]+\] "((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\]|\\x[0-9a-f]{2})*)" \d{3} (?:\d+|-) "((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\]|\\x[0-9a-f]{2})*)" "((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\]|\\x[0-9a-f]{2})*)" \d+\.\d{3}$/;
+  // Combined Log Format plus the response time ("-" for an answer no handler wrote); every quoted field holds only
+  // printable ASCII with \" \\ \xHH escapes.
+  const accessLine = /^127\.0\.0\.1 - - \[[^\]]+\] "((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\]|\\x[0-9a-f]{2})*)" \d{3} (?:\d+|-) "((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\]|\\x[0-9a-f]{2})*)" "((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\]|\\x[0-9a-f]{2})*)" (\d+\.\d{3}|-)$/;
   const unescape = (field: string) => field.replace(/\\x([0-9a-f]{2})|\\(["\\])/g, (_, hex: string | undefined, ch: string | undefined) =>
     hex === undefined ? ch! : String.fromCharCode(parseInt(hex, 16)));
 
-  for (const [name, bytes] of [
-    ['an ANSI escape in the path', 'GET /\x1b[2J\x1b[31mred HTTP/1.1\r\nHost: localhost\r\n\r\n'],
-    ['an ANSI escape in the user agent', 'GET /healthz HTTP/1.1\r\nHost: localhost\r\nUser-Agent: \x1b]0;owned\x07\r\n\r\n'],
-    ['a lone CR in the referer', 'GET /healthz HTTP/1.1\r\nHost: localhost\r\nReferer: a\rb\r\n\r\n'],
-    ['NUL in the path', 'GET /\x00 HTTP/1.1\r\nHost: localhost\r\n\r\n'],
-    ['DEL in the user agent', 'GET /healthz HTTP/1.1\r\nHost: localhost\r\nUser-Agent: a\x7fb\r\n\r\n'],
+  // The request line is logged as the parser received it, escaped; a refused header is never logged.
+  for (const [name, bytes, requestLine] of [
+    ['an ANSI escape in the path', 'GET /\x1b[2J\x1b[31mred HTTP/1.1\r\nHost: localhost\r\n\r\n', 'GET /\x1b[2J\x1b[31mred HTTP/1.1'],
+    ['an ANSI escape in the user agent', 'GET /healthz HTTP/1.1\r\nHost: localhost\r\nUser-Agent: \x1b]0;owned\x07\r\n\r\n', 'GET /healthz HTTP/1.1'],
+    ['a lone CR in the referer', 'GET /healthz HTTP/1.1\r\nHost: localhost\r\nReferer: a\rb\r\n\r\n', 'GET /healthz HTTP/1.1'],
+    ['NUL in the path', 'GET /\x00 HTTP/1.1\r\nHost: localhost\r\n\r\n', 'GET /\x00 HTTP/1.1'],
+    ['DEL in the user agent', 'GET /healthz HTTP/1.1\r\nHost: localhost\r\nUser-Agent: a\x7fb\r\n\r\n', 'GET /healthz HTTP/1.1'],
+    ['TLS-wrapped garbage', '\x16\x03\x01\x00\xa5\x01"\\ \r\n\r\n', '\x16\x03\x01\x00\xa5\x01"\\ '],
   ]) {
-    test(`refuses ${name} with a JSON 400 that writes nothing to access.log`, async (t) => {
+    test(`refuses ${name} with a JSON 400 and one escaped access.log line`, async (t) => {
       const app = await serve(t);
-      const [response] = await exchange(app.service.port, cert.ca, bytes!);
+      const [response] = await exchange(app.service.port, cert.ca, Buffer.from(bytes!, 'latin1'));
       assertContract(response, 400);
-      assert.deepEqual(app.accessLines, []);
+      await waitFor(() => app.accessLines.length > 0, 2000, 'the access.log line');
+      assert.equal(app.accessLines.length, 1);
+      const fields = accessLine.exec(app.accessLines[0]!.replace(/\n$/, ''));
+      assert.ok(fields, app.accessLines[0]);
+      assert.deepEqual([unescape(fields[1]!), fields[2], fields[3], fields[4]], [requestLine, '-', '-', '-']);
+      assert.match(app.accessLines[0]!, / 400 25 /);
     });
   }
+
+  test('logs a request refused after earlier ones on its connection with "-" for a request line it cannot place', async (t) => {
+    const app = await serve(t);
+    const responses = await exchange(app.service.port, cert.ca, 'GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\nGET /\x00 HTTP/1.1\r\n\r\n', ['GET', 'GET']);
+    assert.deepEqual(responses.map((response) => response.status), [200, 400]);
+    await waitFor(() => app.accessLines.length === 2, 2000, 'two access.log lines');
+    assert.match(app.accessLines[0]!, /"GET \/healthz HTTP\/1\.1" 200 /);
+    assert.match(app.accessLines[1]!, /^127\.0\.0\.1 - - \[[^\]]+\] "-" 400 25 "-" "-" -\n$/);
+  });
+
+  test('logs CONNECT and a request refused after Node made one of it (invalid Transfer-Encoding) as themselves', async (t) => {
+    const app = await serve(t);
+    await exchange(app.service.port, cert.ca, 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nUser-Agent: probe\r\n\r\n', ['CONNECT']);
+    await exchange(app.service.port, cert.ca, 'GET /messages HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip\r\n\r\n');
+    await waitFor(() => app.accessLines.length === 2, 2000, 'two access.log lines');
+    assert.match(app.accessLines[0]!, /"CONNECT example\.com:443 HTTP\/1\.1" 405 \d+ "-" "probe" -\n$/);
+    assert.match(app.accessLines[1]!, /"GET \/messages HTTP\/1\.1" 400 25 "-" "-" -\n$/);
+  });
 
   test('a CR LF inside the request line ends that request there: the rest is refused and forges no access.log line', async (t) => {
     const app = await serve(t);
