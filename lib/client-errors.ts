@@ -46,8 +46,12 @@ const turns = new WeakMap<Socket, Turns>();
 export function tracked(handle: RequestListener): RequestListener {
   return (req, res) => {
     const seen = turns.get(req.socket);
-    if (seen === undefined) turns.set(req.socket, { last: res, previous: undefined, lastState: 'waiting' });
-    else {
+    if (seen === undefined) {
+      turns.set(req.socket, { last: res, previous: undefined, lastState: 'waiting' });
+      // Asked while the connection is open, the address is kept by Node: the access-log line of a request whose
+      // client left before the answer still has it.
+      void req.socket.remoteAddress;
+    } else {
       seen.previous = seen.last;
       seen.last = res;
       seen.lastState = 'waiting';

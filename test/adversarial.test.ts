@@ -316,6 +316,17 @@ describe('clients that vanish', () => {
       });
     }
   }
+
+  // Regression: the line said "-" for the address, which Node no longer knows once the socket is gone.
+  test('a client that leaves mid-body is logged with its address and a 400', async (t) => {
+    const app = await serve(t);
+    const emitted = once(app.service.server, 'request');
+    const connection = await write(app.service.port, `${post('Content-Length: 100\r\n\r\n')}{"message":"`);
+    await emitted;
+    connection.tcp.destroy();
+    await waitFor(() => app.accessLines.length === 1, 5000, 'the access.log line');
+    assert.match(app.accessLines[0]!, /^127\.0\.0\.1 - - \[[^\]]+\] "POST \/messages HTTP\/1\.1" 400 /);
+  });
 });
 
 describe('secrets', { concurrency: true }, () => {
