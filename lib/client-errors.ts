@@ -101,10 +101,11 @@ const clientErrors: Record<string, HttpError> = {
   ERR_HTTP_REQUEST_TIMEOUT: new HttpError(408, 'Request timed out'),
 };
 
-// The first line of what the parser was reading, when that is the start of a request: nothing came before it on
-// the connection. After earlier requests the bytes may begin with one of those, so the line is left unknown.
+// The first line of what the parser was reading, when that is the start of the request: the bytes are all the
+// connection has carried (a request sent in pieces fails on a later one) and held no request before this one.
+// Otherwise the line is left unknown rather than guessed.
 function requestLineOf(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Socket): string | undefined {
-  if (turns.has(socket) || err.rawPacket === undefined) return undefined;
+  if (err.rawPacket === undefined || socket.bytesRead !== err.rawPacket.length || turns.has(socket)) return undefined;
   const text = err.rawPacket.subarray(0, 2048).toString('latin1');
   const end = text.indexOf('\n');
   return (end === -1 ? text : text.slice(0, end)).replace(/\r$/, '');

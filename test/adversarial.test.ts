@@ -447,6 +447,21 @@ describe('log injection', () => {
     assert.match(app.accessLines[1]!, /^127\.0\.0\.1 - - \[[^\]]+\] "-" 400 25 "-" "-" -\n$/);
   });
 
+  test('logs "-" for the request line of a request refused in a later piece than its first line', async (t) => {
+    const app = await serve(t);
+    const { socket, reader } = await connect(app.service.port, cert.ca);
+    try {
+      socket.write('GET /healthz HTTP/1.1\r\nHost: localhost\r\n');
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      socket.write('X-\x01: forged line\r\n\r\n');
+      assert.equal((await reader.next('GET'))?.status, 400);
+    } finally {
+      socket.destroy();
+    }
+    await waitFor(() => app.accessLines.length === 1, 2000, 'the access.log line');
+    assert.match(app.accessLines[0]!, /^127\.0\.0\.1 - - \[[^\]]+\] "-" 400 25 "-" "-" -\n$/);
+  });
+
   test('logs CONNECT and a request refused after Node made one of it (invalid Transfer-Encoding) as themselves', async (t) => {
     const app = await serve(t);
     await exchange(app.service.port, cert.ca, 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nUser-Agent: probe\r\n\r\n', ['CONNECT']);
