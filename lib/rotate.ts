@@ -13,6 +13,12 @@ export interface RotatingFileOptions {
 // Counted in UTF-16 units, which the lines are kept in until a flush encodes them at once: at most 3 bytes each.
 const maxBufferedUnits = 64 * 1024;
 
+// One 'exit' listener for every open file, however many a process (or a test run) opens.
+const flushedAtExit = new Set<RotatingFile>();
+process.on('exit', () => {
+  for (const file of flushedAtExit) file.flush();
+});
+
 export class RotatingFile {
   private readonly path: string;
   private readonly maxBytes: number;
@@ -24,7 +30,6 @@ export class RotatingFile {
   private bufferedUnits = 0;
   private live: LiveFile | undefined; // undefined only until the first open succeeds
   private closed = false;
-  private reportedWriteAfterClose = false;
 
   // Throws only on invalid options; an unopenable file is reported and the service goes on without it.
   constructor(options: RotatingFileOptions) {
@@ -37,13 +42,12 @@ export class RotatingFile {
     this.timer = setInterval(this.flushNow, flushIntervalMs);
     this.timer.unref();
     // Buffered lines, such as the one logging an uncaught exception, must not be lost on process.exit().
-    process.on('exit', this.flushNow);
+    flushedAtExit.add(this);
   }
 
   write(line: string): void {
     if (this.closed) {
-      if (!this.reportedWriteAfterClose) this.report(`write to ${this.path} after close() ignored`);
-      this.reportedWriteAfterClose = true;
+      this.appendNow(line);
       return;
     }
     this.buffer.push(line);
@@ -86,8 +90,18 @@ export class RotatingFile {
     this.flush();
     this.closed = true;
     clearInterval(this.timer);
-    process.removeListener('exit', this.flushNow);
+    flushedAtExit.delete(this);
     if (this.live !== undefined) this.closeQuietly(this.live.fd);
+  }
+
+  // A line that comes after close(), from a request that ended while the service stopped: nothing would flush a
+  // buffer any more, so it is appended at once, without rotation (there are only ever a few).
+  private appendNow(line: string): void {
+    try {
+      fs.appendFileSync(this.path, line, { mode: 0o640 });
+    } catch (error) {
+      this.report(`write to ${this.path} after close() failed: ${describe(error)}`);
+    }
   }
 
   // CPython: never roll over a non-regular file such as /dev/null (bpo-45401)...

@@ -252,7 +252,7 @@ test('close() writes the lines still buffered', (t) => {
   assert.equal(read(dir, 'app.log'), 'a\n');
 });
 
-test('close() twice is harmless and write() after close() is ignored and reported once', (t) => {
+test('close() twice is harmless, and a line written after close() is appended at once', (t) => {
   const dir = tempDir(t);
   const { log, errors } = openLog(t, dir, {});
   writeAll(log, ['a\n']);
@@ -262,9 +262,16 @@ test('close() twice is harmless and write() after close() is ignored and reporte
   log.write('c\n');
   log.flush();
   log.reopen();
-  assert.equal(read(dir, 'app.log'), 'a\n');
-  assert.equal(errors.length, 1);
-  assert.match(errors[0] ?? '', /after close\(\) ignored/);
+  assert.equal(read(dir, 'app.log'), 'a\nb\nc\n');
+  assert.deepEqual(errors, []);
+});
+
+test('any number of open files share one exit listener', (t) => {
+  const dir = tempDir(t);
+  const before = process.listenerCount('exit');
+  const logs = Array.from({ length: 20 }, (_, i) => new RotatingFile({ path: path.join(dir, `f${i}.log`), maxBytes: 0, backupCount: 0 }));
+  assert.equal(process.listenerCount('exit'), before);
+  for (const log of logs) log.close();
 });
 
 test('reopen() after an external mv sends new lines to a new app.log', (t) => {
