@@ -1,4 +1,5 @@
-// `npm run bench`: the service against a bare node:https ceiling under wrk, same cert, same run, interleaved (issue 6).
+// `npm run bench`: the service against a bare node:https ceiling under wrk, same cert, same run, interleaved (issue 6),
+// and against that ceiling plus one Redis GET per request, the floor for a service that makes a round trip.
 // Flags: --short (or BENCH_SHORT=1: ~1 s per scenario, one round, a wiring and correctness check for CI),
 // --rounds N (medians of N rounds), --duration S (seconds per scenario and server), --connections N.
 // Optional: a Fastify 5 service (test/fastify-cmp.mjs) when fastify is installed in BENCH_FASTIFY_DIR [/tmp/fastify-cmp].
@@ -112,7 +113,8 @@ function rss(pid: number): { max: number; total: number } {
 
 // ---- servers
 
-interface Server { name: string; port: number; child: ChildProcess; accessLog?: string }
+// constant: answers 200 with the same body to every request (the ceilings).
+interface Server { name: string; port: number; child: ChildProcess; accessLog?: string; constant?: boolean }
 
 const children: ChildProcess[] = [];
 const loopback = '127.0.0.1';
@@ -127,10 +129,11 @@ function launch(command: string[], env: Record<string, string>, core: string | u
   return child;
 }
 
-async function startCeiling(cert: Cert): Promise<Server> {
-  const child = launch([process.execPath, '--import', 'tsx', 'test/ceiling.ts', cert.certFile, cert.keyFile], {}, serverCore);
+// With redisPort, the ceiling makes one Redis GET per request: the floor for anything that makes a round trip.
+async function startCeiling(cert: Cert, redisPort?: number): Promise<Server> {
+  const child = launch([process.execPath, '--import', 'tsx', 'test/ceiling.ts', cert.certFile, cert.keyFile, ...(redisPort === undefined ? [] : [String(redisPort)])], {}, serverCore);
   const line = await waitForOutput(child, /^listening \d+/);
-  return { name: 'ceiling', port: Number(line.split(' ')[1]), child };
+  return { name: redisPort === undefined ? 'ceiling' : 'ceiling+redis', port: Number(line.split(' ')[1]), child, constant: true };
 }
 
 async function startFastify(cert: Cert, redisPort: number, logFile: string): Promise<Server> {
@@ -352,7 +355,7 @@ async function main(): Promise<void> {
   const paths = { get: corpus.digests.slice(0, 100).map((d) => `/messages/${d}`), missing: corpus.missing.map((d) => `/messages/${d}`) };
   const pathsOf = (scenario: Scenario) => (scenario.key === 'missing' ? paths.missing : paths.get);
 
-  const servers = [ceiling, service];
+  const servers = [ceiling, await startCeiling(cert, redis.port), service];
   if (withFastify) servers.push(await startFastify(cert, redis.port, path.join(dir, 'fastify-access.log')));
   if (!short) {
     for (const scenario of scenarios) {
@@ -374,7 +377,7 @@ async function main(): Promise<void> {
         const where = `round ${round} ${scenario.title} ${server.name}`;
         check(sample.requests > 0, `${where}: no request completed`);
         check(sample.socketErrors === 0, `${where}: ${sample.socketErrors} socket errors`);
-        const expected4xx5xx = server !== ceiling && scenario.status >= 400 ? sample.requests : 0;
+        const expected4xx5xx = server.constant !== true && scenario.status >= 400 ? sample.requests : 0;
         check(sample.status4xx5xx === expected4xx5xx, `${where}: ${sample.status4xx5xx} answers >= 400, expected ${expected4xx5xx}`);
         if (server === service) {
           await validateService(service, cert.ca, scenario, corpus, tag);
