@@ -45,9 +45,10 @@ const turns = new WeakMap<Socket, Turns>();
 
 export function tracked(handle: RequestListener): RequestListener {
   return (req, res) => {
-    const seen = turns.get(req.socket);
+    let seen = turns.get(req.socket);
     if (seen === undefined) {
-      turns.set(req.socket, { last: res, previous: undefined, lastState: 'waiting' });
+      seen = { last: res, previous: undefined, lastState: 'waiting' };
+      turns.set(req.socket, seen);
       // Asked while the connection is open, the address is kept by Node: the access-log line of a request whose
       // client left before the answer still has it.
       void req.socket.remoteAddress;
@@ -58,13 +59,12 @@ export function tracked(handle: RequestListener): RequestListener {
     }
     // llhttp refuses some requests (an invalid Transfer-Encoding) only after Node has emitted them, in the same
     // tick: one tick later such a request is known to be refused, and gets the 400 alone, not also a handler's answer.
-    process.nextTick(start, handle, req, res);
+    process.nextTick(start, handle, seen, req, res);
   };
 }
 
-function start(handle: RequestListener, req: IncomingMessage, res: ServerResponse): void {
-  const seen = turns.get(req.socket);
-  if (seen?.last === res) {
+function start(handle: RequestListener, seen: Turns, req: IncomingMessage, res: ServerResponse): void {
+  if (seen.last === res) {
     if (seen.lastState === 'refused') return;
     seen.lastState = 'started';
   }
