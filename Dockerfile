@@ -23,4 +23,4 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
 # entrypoint gives those two directories to the daemon group (group-writable, owner unchanged), then becomes daemon.
 # Started as any other user (--user), it changes nothing and runs node directly.
 ENTRYPOINT ["/bin/sh", "-c", "if [ \"$(id -u)\" = 0 ]; then chgrp daemon certs logs && chmod g+rwx certs logs && exec setpriv --reuid=daemon --regid=daemon --clear-groups \"$@\"; fi; exec \"$@\"", "entrypoint"]
-CMD ["node", "--import", "tsx", "server.ts"]
+CMD ["node", "--require", "tsx/cjs", "server.ts"]

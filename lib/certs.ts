@@ -3,7 +3,7 @@ import { execFile } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { fileURLToPath } from 'node:url';
+import { loadConfig } from './config.ts';
 
 const run = promisify(execFile);
 
@@ -54,9 +54,12 @@ export async function ensureCert(certFile: string, keyFile: string): Promise<boo
   return true;
 }
 
-if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
-  const { loadConfig } = await import('./config.ts');
+if (require.main === module) {
   const config = loadConfig();
-  const generated = await ensureCert(config.certFile, config.keyFile);
-  console.log(generated ? `wrote ${config.certFile} and ${config.keyFile}` : `kept existing ${config.certFile} and ${config.keyFile}`);
+  ensureCert(config.certFile, config.keyFile).then((generated) => {
+    console.log(generated ? `wrote ${config.certFile} and ${config.keyFile}` : `kept existing ${config.certFile} and ${config.keyFile}`);
+  }, (err: unknown) => {
+    console.error(`certs: ${err instanceof Error ? err.message : String(err)}`);
+    process.exitCode = 1;
+  });
 }

@@ -3,7 +3,6 @@ import { X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
 import https from 'node:https';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { isDeepStrictEqual, parseArgs } from 'node:util';
 
 export interface CheckOptions { domain: string; port: number; certPath: string; out: (line: string) => void; timeoutMs?: number }
@@ -111,9 +110,11 @@ async function main(args: string[]): Promise<number> {
   }
   return (await runCheck({ domain: values.domain, port, certPath: values['cert-path'], out: (line) => console.log(line) })) ? 0 : 1;
 }
-if (process.argv[1] !== undefined && fileURLToPath(import.meta.url) === path.resolve(process.argv[1])) {
-  process.exitCode = await main(process.argv.slice(2)).catch((err: unknown) => {
+if (require.main === module) {
+  void main(process.argv.slice(2)).catch((err: unknown) => {
     console.error(`check: ${reason(err)}\n${usage}`);
     return 2;
+  }).then((code) => {
+    process.exitCode = code;
   });
 }

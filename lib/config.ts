@@ -1,9 +1,8 @@
 // The only module that reads process.env: every MESSAGES_* variable is parsed and validated here, once.
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 
-export const projectRoot = fileURLToPath(new URL('..', import.meta.url));
+export const projectRoot = path.resolve(__dirname, '..');
 export const defaultCertFile = path.join(projectRoot, 'certs', 'localhost.crt');
 export const defaultKeyFile = path.join(projectRoot, 'certs', 'localhost.key');
 

@@ -6,7 +6,7 @@ import { createRequire } from 'node:module';
 
 type Core = typeof import('@redis/client');
 
-const fromRedis = createRequire(createRequire(import.meta.url).resolve('redis'));
+const fromRedis = createRequire(require.resolve('redis'));
 
 // tsx turns on Node's source-map support, which then reads the .map file of each of the client's few hundred
 // CommonJS files as they load: about 0.1 s of every start, for stack traces into a library we do not debug.

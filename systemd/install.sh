@@ -55,7 +55,7 @@ say "installed the app in $app"
 
 # Generated as messages, so the key (mode 0600) is readable by the service and nobody else.
 if [ ! -e "$app/certs/localhost.crt" ] || [ ! -e "$app/certs/localhost.key" ]; then
-  (cd "$app" && runuser -u messages -- /usr/bin/node --import tsx lib/certs.ts)
+  (cd "$app" && runuser -u messages -- /usr/bin/node --require tsx/cjs lib/certs.ts)
 fi
 
 # Settings are the admin's: written once as commented templates, never overwritten.

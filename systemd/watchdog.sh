@@ -20,7 +20,7 @@ set -- -d "${MESSAGES_WATCHDOG_DOMAIN:-localhost}" -p "${MESSAGES_PORT:-5000}" -
 
 # The node checker where the app's dependencies are installed, else the stdlib-only Python one (same flags).
 if [ -d node_modules/tsx ]; then
-  set -- node --import tsx lib/check.ts "$@"
+  set -- node --require tsx/cjs lib/check.ts "$@"
 else
   set -- python3 test/test.py "$@"
 fi

@@ -131,13 +131,13 @@ function launch(command: string[], env: Record<string, string>, core: string | u
 
 // With redisPort, the ceiling makes one Redis GET per request: the floor for anything that makes a round trip.
 async function startCeiling(cert: Cert, redisPort?: number): Promise<Server> {
-  const child = launch([process.execPath, '--import', 'tsx', 'test/ceiling.ts', cert.certFile, cert.keyFile, ...(redisPort === undefined ? [] : [String(redisPort)])], {}, serverCore);
+  const child = launch([process.execPath, '--require', 'tsx/cjs', 'test/ceiling.ts', cert.certFile, cert.keyFile, ...(redisPort === undefined ? [] : [String(redisPort)])], {}, serverCore);
   const line = await waitForOutput(child, /^listening \d+/);
   return { name: redisPort === undefined ? 'ceiling' : 'ceiling+redis', port: Number(line.split(' ')[1]), child, constant: true };
 }
 
 async function startFastify(cert: Cert, redisPort: number, logFile: string): Promise<Server> {
-  const child = launch([process.execPath, '--import', 'tsx', 'test/fastify-cmp.mjs', fastifyDir, cert.certFile, cert.keyFile, String(redisPort), logFile], {}, serverCore);
+  const child = launch([process.execPath, '--require', 'tsx/cjs', 'test/fastify-cmp.mjs', fastifyDir, cert.certFile, cert.keyFile, String(redisPort), logFile], {}, serverCore);
   const line = await waitForOutput(child, /^listening \d+/);
   return { name: 'fastify', port: Number(line.split(' ')[1]), child };
 }
@@ -150,7 +150,7 @@ function healthy(port: number, ca: Buffer): Promise<boolean> {
 async function startService(name: string, env: Record<string, string>, ca: Buffer, core: string | undefined): Promise<Server & { startMs: number }> {
   const port = await freePort();
   const started = performance.now();
-  const child = launch([process.execPath, '--import', 'tsx', 'server.ts'], { ...env, MESSAGES_PORT: String(port) }, core);
+  const child = launch([process.execPath, '--require', 'tsx/cjs', 'server.ts'], { ...env, MESSAGES_PORT: String(port) }, core);
   while (!(await healthy(port, ca))) {
     if (child.exitCode !== null) throw new Error(`${name} exited with ${child.exitCode} before answering /healthz`);
     if (performance.now() - started > 20_000) throw new Error(`${name} did not answer /healthz within 20 s`);
@@ -453,15 +453,15 @@ process.on('SIGINT', () => {
   process.exit(130);
 });
 
-try {
-  await main();
-} catch (err) {
+main().then(() => {
+  if (failures.length > 0) {
+    console.error(`\nbench: ${failures.length} wrong response(s) or count(s):\n  ${failures.slice(0, 20).join('\n  ')}`);
+    process.exitCode = 1;
+  } else {
+    console.log('bench: every checked response was right.');
+  }
+}, (err: unknown) => {
   stopAll();
-  throw err;
-}
-if (failures.length > 0) {
-  console.error(`\nbench: ${failures.length} wrong response(s) or count(s):\n  ${failures.slice(0, 20).join('\n  ')}`);
+  console.error(err);
   process.exitCode = 1;
-} else {
-  console.log('bench: every checked response was right.');
-}
+});

@@ -70,7 +70,7 @@ async function run(command: string, args: string[], cwd = projectRoot): Promise<
 
 // tsx by absolute URL, so the CLI also starts from a working directory outside the project.
 const checkCli = (args: string[], cwd?: string) =>
-  run(process.execPath, ['--import', import.meta.resolve('tsx'), path.join(projectRoot, 'lib', 'check.ts'), ...args], cwd);
+  run(process.execPath, ['--require', require.resolve('tsx/cjs'), path.join(projectRoot, 'lib', 'check.ts'), ...args], cwd);
 const pythonCheck = (args: string[]) => run('python3', [path.join(projectRoot, 'test', 'test.py'), ...args]);
 const flags = (port: number, certFile = cert.certFile) => ['-d', 'localhost', '-p', String(port), '-c', certFile];
 

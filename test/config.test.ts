@@ -108,7 +108,7 @@ test('describes the configuration without the password, in either place it may b
 });
 
 test('stops the start with exit code 1 and a message naming the variable', () => {
-  const result = spawnSync(process.execPath, ['--import', 'tsx', path.join(projectRoot, 'server.ts')], {
+  const result = spawnSync(process.execPath, ['--require', 'tsx/cjs', path.join(projectRoot, 'server.ts')], {
     env: { ...process.env, MESSAGES_PORT: '70000' },
     encoding: 'utf8',
     timeout: 30_000,
@@ -118,7 +118,7 @@ test('stops the start with exit code 1 and a message naming the variable', () =>
 });
 
 test('stops the start with exit code 1 when an explicit certificate path is missing', () => {
-  const result = spawnSync(process.execPath, ['--import', 'tsx', path.join(projectRoot, 'server.ts')], {
+  const result = spawnSync(process.execPath, ['--require', 'tsx/cjs', path.join(projectRoot, 'server.ts')], {
     env: { ...process.env, MESSAGES_PORT: '0', MESSAGES_CERT_FILE: '/nonexistent/x.crt', MESSAGES_LOG_DIR: fs.mkdtempSync(path.join(os.tmpdir(), 'config-test-')) },
     encoding: 'utf8',
     timeout: 30_000,

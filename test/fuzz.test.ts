@@ -1,6 +1,6 @@
 // Seeded fuzzer: thousands of random, malformed and hostile requests over keep-alive, pipelined and fresh TLS
 // connections to a spawned service; every answer keeps the contract and the process stays up.
-// Replay a run with the seed it printed: FUZZ_SEED=<seed> FUZZ_COUNT=<count> node --import tsx --test test/fuzz.test.ts
+// Replay a run with the seed it printed: FUZZ_SEED=<seed> FUZZ_COUNT=<count> node --require tsx/cjs --test test/fuzz.test.ts
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { after, before, test } from 'node:test';

@@ -162,7 +162,7 @@ export interface Spawned { child: ChildProcess; port: number; output: () => stri
 
 // The service as its own process (`node --import tsx server.ts`), for signals and exits.
 export async function spawnService(env: Record<string, string>): Promise<Spawned> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(projectRoot, 'server.ts')], {
+  const child = spawn(process.execPath, ['--require', 'tsx/cjs', path.join(projectRoot, 'server.ts')], {
     cwd: projectRoot,
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -147,7 +147,7 @@ test('a second SIGTERM during the drain does not change the clean exit', async (
 test('a SIGTERM that arrives while the service is still starting is a clean drain and exit 0', async (t) => {
   const dir = tempDir();
   const cert = await makeCert(dir);
-  const child = track(spawn(process.execPath, ['--import', 'tsx', path.join(projectRoot, 'server.ts')], {
+  const child = track(spawn(process.execPath, ['--require', 'tsx/cjs', path.join(projectRoot, 'server.ts')], {
     env: { ...process.env, ...serviceEnv({ redis, cert, dir }) },
     stdio: ['ignore', 'pipe', 'pipe'],
   }));

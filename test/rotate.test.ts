@@ -6,10 +6,9 @@ import { once } from 'node:events';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { RotatingFile, type RotatingFileOptions } from '../lib/rotate.ts';
 
-const rotateModule = fileURLToPath(new URL('../lib/rotate.ts', import.meta.url));
+const rotateModule = path.join(__dirname, '..', 'lib', 'rotate.ts');
 
 function tempDir(t: TestContext): string {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'rotate-'));
@@ -49,10 +48,10 @@ function writeAll(log: RotatingFile, lines: string[]): void {
 
 // Runs a script importing lib/rotate.ts in a child Node, under bash so a test can set a ulimit first.
 async function runChild(dir: string, ulimit: string, body: string): Promise<{ code: number | null; stdout: string }> {
-  const script = path.join(dir, 'child.mts');
+  const script = path.join(dir, 'child.ts');
   const imports = `import fs from 'node:fs';\nimport { RotatingFile } from ${JSON.stringify(rotateModule)};\n`;
   fs.writeFileSync(script, `${imports}${body}\n`);
-  const command = `${ulimit} && exec "$0" --import tsx "$1"`;
+  const command = `${ulimit} && exec "$0" --require tsx/cjs "$1"`;
   const child = spawn('bash', ['-c', command, process.execPath, script], { stdio: ['ignore', 'pipe', 'inherit'] });
   let stdout = '';
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
@@ -339,7 +338,7 @@ log.close();
 process.stdout.write(JSON.stringify(errors));`;
   const { code, stdout } = await runChild(dir, 'ulimit -n 200', body);
   assert.equal(code, 0);
-  assert.deepEqual(fs.readdirSync(dir).sort(), ['app.log', 'child.mts']);
+  assert.deepEqual(fs.readdirSync(dir).sort(), ['app.log', 'child.ts']);
   assert.equal(read(dir, 'app.log'), 'a\nb\nc\n');
   const errors: string[] = JSON.parse(stdout);
   assert.equal(errors.length, 2);

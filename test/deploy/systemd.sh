@@ -29,7 +29,7 @@ trap cleanup EXIT
 
 in_vm() { podman exec "$vm" "$@"; }
 main_pid() { in_vm systemctl show -p MainPID --value messages.service; }
-smoke_check() { in_vm sh -c "cd /opt/messages && timeout 30 node --import tsx lib/check.ts -d localhost -p 5000 -c certs/localhost.crt"; }
+smoke_check() { in_vm sh -c "cd /opt/messages && timeout 30 node --require tsx/cjs lib/check.ts -d localhost -p 5000 -c certs/localhost.crt"; }
 check_passes() {
   local output
   output=$(smoke_check 2>&1) || { echo "$output"; fail "smoke check ($1)"; }
@@ -97,7 +97,7 @@ step "systemctl reload"
 pid=$(main_pid)
 since=$(in_vm systemctl show -p ActiveEnterTimestampMonotonic --value messages.service)
 in_vm sh -c 'cd /opt/messages/certs && mv localhost.crt previous.crt && mv localhost.key previous.key'
-in_vm sh -c 'cd /opt/messages && runuser -u messages -- node --import tsx lib/certs.ts' >/dev/null
+in_vm sh -c 'cd /opt/messages && runuser -u messages -- node --require tsx/cjs lib/certs.ts' >/dev/null
 ! smoke_check >/dev/null 2>&1 || fail "the new certificate verified before the reload"
 echo "ok: before the reload the service still presents the previous certificate"
 in_vm systemctl reload messages.service
