@@ -20,9 +20,8 @@ export function handshakeReporter(appLog: AppLog) {
   };
 }
 
-// For a request no handler sees: the same JSON body and headers as app.ts's answers, then close. Returns the bytes
-// of the body, for the access log.
-function answerRaw(socket: Socket, err: HttpError): number {
+// The same JSON body and headers as app.ts's answers, and the connection closes after it.
+function errorAnswer(err: HttpError): { body: string; headers: Record<string, string | number> } {
   const body = JSON.stringify({ err_msg: err.message });
   const headers = {
     'Content-Type': 'application/json; charset=utf-8',
@@ -32,9 +31,29 @@ function answerRaw(socket: Socket, err: HttpError): number {
     ...err.headers,
     Connection: 'close',
   };
+  return { body, headers };
+}
+
+// For a request no handler sees. Returns the bytes of the body, for the access log.
+function answerRaw(socket: Socket, err: HttpError): number {
+  const { body, headers } = errorAnswer(err);
   const head = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
   socket.end(`HTTP/1.1 ${err.status} ${STATUS_CODES[err.status]}\r\n${head}\r\n${body}`);
   return Buffer.byteLength(body);
+}
+
+// For a request whose handler is reading its body (a body cut by the request timeout, a malformed chunk): through
+// its own response, which Node sends after the earlier ones on the connection. The handler then finds the headers
+// sent when its read fails, and neither answers nor logs again. One that has already answered is only closed.
+function answerThrough(socket: Socket, res: ServerResponse, err: HttpError, accessLog: LineSink): void {
+  if (res.headersSent) {
+    socket.destroy();
+    return;
+  }
+  const { body, headers } = errorAnswer(err);
+  res.writeHead(err.status, headers);
+  res.end(body);
+  accessLog(accessLine(res.req, err.status, Buffer.byteLength(body), undefined));
 }
 
 // The last response on each connection, the one before it, and whether the last one's handler has started. An
@@ -77,21 +96,19 @@ type Describe = (status: number, bytes: number) => string;
 function answerInTurn(socket: Socket, err: HttpError, accessLog: LineSink, describe: Describe): void {
   const seen = turns.get(socket);
   let earlier = seen?.last;
-  let logged = true;
   // A request still arriving is the one the error is about (refused by the parser, or its request timeout): it
-  // gets this answer, after the request before it. A refused one never reaches a handler and is logged here; a
-  // timed-out one's handler is reading its body, and logs the request when that read fails.
+  // gets this answer, after the request before it. A refused one never reaches a handler.
   if (seen !== undefined && earlier !== undefined && !earlier.req.complete) {
+    if (seen.lastState === 'started') {
+      answerThrough(socket, earlier, err, accessLog);
+      return;
+    }
     const req = earlier.req;
-    if (seen.lastState === 'started') logged = false;
-    else seen.lastState = 'refused';
+    seen.lastState = 'refused';
     describe = (status, bytes) => accessLine(req, status, bytes, undefined);
     earlier = seen.previous;
   }
-  const answer = () => {
-    const line = describe(err.status, answerRaw(socket, err));
-    if (logged) accessLog(line);
-  };
+  const answer = () => accessLog(describe(err.status, answerRaw(socket, err)));
   if (earlier === undefined || earlier.closed) answer();
   else earlier.once('close', () => (socket.writable ? answer() : socket.destroy()));
 }

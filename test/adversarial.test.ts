@@ -89,6 +89,24 @@ describe('slow and idle connections', { concurrency: true }, () => {
     assertContract(response, 408);
     assert.ok(elapsedMs >= 1300 && elapsedMs < 8000, `cut after ${elapsedMs} ms`);
     assert.deepEqual(errorLines(app), []);
+    // The handler reading the body sees the connection close, and must not log an answer of its own.
+    await waitFor(() => app.accessLines.length > 0, 2000, 'the access.log line');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual(app.accessLines.map((line) => / "(POST [^"]*)" (\d+) /.exec(line)?.slice(1, 3).join(' ')), ['POST /messages HTTP/1.1 408']);
+  });
+
+  test('a body still arriving after its early answer (415) is cut by the request timeout, with no second answer', async (t) => {
+    const app = await serve(t, { MESSAGES_HEADERS_TIMEOUT_MS: '1000', MESSAGES_REQUEST_TIMEOUT_MS: '1500' });
+    const connection = await connect(app.service.port, cert.ca);
+    connection.socket.write('POST /messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\nx');
+    const timer = setInterval(() => connection.socket.write('x'), 100);
+    t.after(() => clearInterval(timer));
+    assertContract(await connection.reader.next('POST'), 415);
+    await closed(connection.socket);
+    assert.equal(await connection.reader.next('POST'), null, 'no answer after the 415');
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    assert.deepEqual(app.accessLines.map((line) => / "(POST [^"]*)" (\d+) /.exec(line)?.slice(1, 3).join(' ')), ['POST /messages HTTP/1.1 415']);
+    assert.deepEqual(errorLines(app), []);
   });
 
   test('a TLS connection that sends nothing is closed with 408 by the headers timeout', async (t) => {
