@@ -20,6 +20,7 @@ export interface RedisConfig {
   readFromReplicas: boolean;
   sentinels: HostPort[];
   sentinelName: string;
+  sentinelPassword: string | undefined; // the sentinels' own (requirepass), not the master's
   minReplicas: number;
   timeoutMs: number;
 }
@@ -134,6 +135,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     readFromReplicas: flag(env, 'MESSAGES_REDIS_READ_FROM_REPLICAS'),
     sentinels: hostPortList(env, 'MESSAGES_REDIS_SENTINELS'),
     sentinelName: text(env, 'MESSAGES_REDIS_SENTINEL_NAME', 'mymaster'),
+    sentinelPassword: optional(env, 'MESSAGES_REDIS_SENTINEL_PASSWORD'),
     minReplicas: integer(env, 'MESSAGES_REDIS_MIN_REPLICAS', 0, 0, 100),
     timeoutMs: integer(env, 'MESSAGES_REDIS_TIMEOUT_MS', 1000, 50, 60_000),
   };
@@ -165,13 +167,14 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
 
 // The start-up line for app.log: every setting an operator may want to see, no secret.
 export function describeConfig(config: Readonly<Config>): Record<string, unknown> {
-  const { password: _password, url, ...redis } = config.redis;
+  const { password: _password, sentinelPassword: _sentinelPassword, url, ...redis } = config.redis;
   return {
     ...config,
     redis: {
       ...redis,
       url: url === undefined ? undefined : url.replace(/\/\/[^@/]*@/, '//***@'),
       password: config.redis.password === undefined ? 'unset' : 'set',
+      sentinelPassword: config.redis.sentinelPassword === undefined ? 'unset' : 'set',
     },
   };
 }

@@ -137,13 +137,17 @@ export function connectSentinel(config: RedisConfig, log: AppLog): RedisConnecti
   const sentinelState = stateReporter(log, `sentinels ${config.sentinels.map(address).join(',')}`, {
     variables,
     refused: 'start the sentinels or check MESSAGES_REDIS_SENTINELS',
+    credentials: 'the sentinels refused the credentials: check MESSAGES_REDIS_SENTINEL_PASSWORD (their requirepass)',
   });
   const open = () => {
     const sentinel = createSentinel({
       name: config.sentinelName,
       sentinelRootNodes: config.sentinels,
       nodeClientOptions: nodeOptions(config),
-      sentinelClientOptions: { socket: { ...tlsOptions(config), connectTimeout: config.timeoutMs } },
+      sentinelClientOptions: {
+        ...(config.sentinelPassword === undefined ? {} : { password: config.sentinelPassword }),
+        socket: { ...tlsOptions(config), connectTimeout: config.timeoutMs },
+      },
       // RedisSentinel does not pass its node connections' 'client-error' on; with this they come as 'error',
       // named "Master Client (host:port): ...", "Replica Client ..." or "Sentinel Client ...".
       passthroughClientErrorEvents: true,

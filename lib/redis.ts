@@ -24,9 +24,9 @@ export function reconnectDelay(retries: number): number {
   return Math.min(50 * 2 ** retries, 2000) + Math.floor(Math.random() * 100);
 }
 
-// What an operator can change, in the words of each mode: the variables that name the server, and what to do when
-// nothing listens there.
-export interface Hints { variables: string; refused: string }
+// What an operator can change, in the words of each mode: the variables that name the server, what to do when
+// nothing listens there, and which credentials to check when they are not MESSAGES_REDIS_USERNAME/PASSWORD.
+export interface Hints { variables: string; refused: string; credentials?: string }
 
 const standaloneVariables = 'MESSAGES_REDIS_HOST / MESSAGES_REDIS_PORT / MESSAGES_REDIS_URL';
 const standaloneHints: Hints = {
@@ -41,7 +41,7 @@ export function describeRedisError(err: unknown, target: string, hints = standal
   if (/ECONNREFUSED/.test(text)) hint = `nothing listens at ${target}: ${hints.refused}`;
   else if (/ECONNRESET|Socket closed unexpectedly/.test(text)) hint = `${target} closed the connection: ${hints.refused}`;
   else if (/ENOTFOUND|EAI_AGAIN/.test(text)) hint = `the host of ${target} does not resolve: check ${hints.variables}`;
-  else if (/WRONGPASS|NOAUTH|invalid password|invalid username/i.test(text)) hint = 'Redis refused the credentials: check MESSAGES_REDIS_USERNAME and MESSAGES_REDIS_PASSWORD (or the user:password of MESSAGES_REDIS_URL)';
+  else if (/WRONGPASS|NOAUTH|invalid password|invalid username/i.test(text)) hint = hints.credentials ?? 'Redis refused the credentials: check MESSAGES_REDIS_USERNAME and MESSAGES_REDIS_PASSWORD (or the user:password of MESSAGES_REDIS_URL)';
   else if (/NOPERM/.test(text)) hint = 'the Redis ACL user lacks a permission: allow GET, SET, PING (and WAIT with MESSAGES_REDIS_MIN_REPLICAS) on ~messages:*';
   else if (/certificate|self[- ]signed|SSL|TLS|ERR_TLS|EPROTO/i.test(text)) hint = 'the TLS link to Redis failed: check MESSAGES_REDIS_CA_FILE and the server certificate';
   else if (/slots$/.test(text)) hint = 'the cluster does not serve every slot yet: assign them all (redis-cli --cluster create, or --cluster fix); writes resume by themselves';

@@ -254,7 +254,20 @@ export async function startReplicationGroup(): Promise<ReplicationGroup> {
   }
 }
 
-async function startSentinel(dir: string, name: string, masterPort: number): Promise<Sentinel> {
+// A master watched by one sentinel that asks its own clients for `password` (requirepass). One sentinel cannot
+// fail the master over (quorum 2); it is enough to show that the service authenticates to the sentinels.
+export async function startGuardedSentinel(password: string): Promise<{ name: string; sentinelList: string; stop(): Promise<void> }> {
+  const master = await startTracked([]);
+  try {
+    const sentinel = await startSentinel(tempDir('sentinel-'), 'mymaster', master.port, [`requirepass ${password}`]);
+    return { name: 'mymaster', sentinelList: `127.0.0.1:${sentinel.port}`, stop: () => stopAll([master, sentinel]) };
+  } catch (err) {
+    await stopAll([master]);
+    throw err;
+  }
+}
+
+async function startSentinel(dir: string, name: string, masterPort: number, extra: string[] = []): Promise<Sentinel> {
   const port = await freePort();
   const configFile = path.join(dir, `sentinel-${port}.conf`);
   // Sentinel rewrites its own configuration file, so each one gets a writable file of its own.
@@ -263,6 +276,7 @@ async function startSentinel(dir: string, name: string, masterPort: number): Pro
     `sentinel monitor ${name} 127.0.0.1 ${masterPort} 2`,
     `sentinel down-after-milliseconds ${name} 1000`,
     `sentinel failover-timeout ${name} 5000`,
+    ...extra,
     '',
   ].join('\n'));
   const child = track(spawn('redis-server', [configFile, '--sentinel'], { stdio: ['ignore', 'pipe', 'pipe'] }));

@@ -6,7 +6,7 @@ import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { digestOf } from '../lib/store.ts';
 import { freePort, makeCert, postMessage, request, serviceEnv, startInProcess, tempDir, type InProcess } from './helpers.ts';
-import { get, inParallel, keepAliveAgent, pollUntil, post, startReplicationGroup, type ReplicationGroup } from './redis-fixtures.ts';
+import { get, inParallel, keepAliveAgent, pollUntil, post, startGuardedSentinel, startReplicationGroup, type ReplicationGroup } from './redis-fixtures.ts';
 
 const writers = 4;
 
@@ -130,6 +130,35 @@ test('starts while no sentinel answers, answers 503 within 2 s and logs why', as
   const down = await pollUntil('redis_down in app.log', () => fs.readFileSync(path.join(dir, 'logs', 'app.log'), 'utf8').split('\n').find((line) => line.includes('"redis_down"')));
   assert.match(JSON.parse(down).cause, /ECONNREFUSED/);
   assert.equal(JSON.parse(down).hint, `nothing listens at sentinels 127.0.0.1:${sentinelPort}: start the sentinels or check MESSAGES_REDIS_SENTINELS`);
+});
+
+test('authenticates to sentinels that require a password (MESSAGES_REDIS_SENTINEL_PASSWORD); without it, 503 and a hint', async (t) => {
+  const password = 'sentinel-secret-4f1c';
+  const dir = tempDir();
+  const [cert, guarded] = await Promise.all([makeCert(dir), startGuardedSentinel(password)]);
+  t.after(() => guarded.stop());
+  const start = async (logDir: string, extra: Record<string, string>) => {
+    const app = await startInProcess({
+      MESSAGES_PORT: '0', MESSAGES_BIND: '127.0.0.1', MESSAGES_CERT_FILE: cert.certFile, MESSAGES_KEY_FILE: cert.keyFile,
+      MESSAGES_LOG_DIR: path.join(dir, logDir), MESSAGES_REDIS_SENTINELS: guarded.sentinelList, MESSAGES_REDIS_SENTINEL_NAME: guarded.name, ...extra,
+    });
+    t.after(() => app.stop());
+    return app;
+  };
+  const appLog = (logDir: string) => fs.readFileSync(path.join(dir, logDir, 'app.log'), 'utf8');
+
+  const withPassword = await start('with', { MESSAGES_REDIS_SENTINEL_PASSWORD: password });
+  await pollUntil('redis_up', () => appLog('with').includes('"redis_up"') || undefined);
+  const created = await postMessage(withPassword.service.port, cert.ca, 'behind a guarded sentinel');
+  assert.equal(created.status, 201);
+  assert.equal((await request(withPassword.service.port, cert.ca, { path: `/messages/${digestOf('behind a guarded sentinel')}` })).status, 200);
+
+  const without = await start('without', {});
+  assert.equal((await postMessage(without.service.port, cert.ca, 'no password')).status, 503);
+  const down = await pollUntil('redis_down in app.log', () => appLog('without').split('\n').find((line) => line.includes('"redis_down"')));
+  assert.match(JSON.parse(down).cause, /NOAUTH|WRONGPASS|auth/i);
+  assert.match(JSON.parse(down).hint, /MESSAGES_REDIS_SENTINEL_PASSWORD/);
+  for (const logDir of ['with', 'without']) assert.ok(!appLog(logDir).includes(password), `the password in ${logDir}/app.log`);
 });
 
 test('reports both runs side by side', (t) => {
