@@ -139,10 +139,12 @@ export function connectSentinel(config: RedisConfig, log: AppLog): RedisConnecti
     refused: 'start the sentinels or check MESSAGES_REDIS_SENTINELS',
     credentials: 'the sentinels refused the credentials: check MESSAGES_REDIS_SENTINEL_PASSWORD (their requirepass)',
   });
-  const open = () => {
+  // replicaPoolSize > 0: node-redis spreads read-only commands over the master and its replicas.
+  const open = (replicaPoolSize = 0) => {
     const sentinel = createSentinel({
       name: config.sentinelName,
       sentinelRootNodes: config.sentinels,
+      replicaPoolSize,
       nodeClientOptions: nodeOptions(config),
       sentinelClientOptions: {
         ...(config.sentinelPassword === undefined ? {} : { password: config.sentinelPassword }),
@@ -178,6 +180,9 @@ export function connectSentinel(config: RedisConfig, log: AppLog): RedisConnecti
   // own, so that reads and PINGs never queue behind one. (Leasing pooled connections with use() instead costs
   // node-redis a new command class per call: ~100 ms of CPU in 6.3.1.)
   const durable = config.minReplicas > 0 ? open() : main;
+  // Reads from replicas go through a connection of their own, so that the master one is still there for a read a
+  // lagging replica missed: a message acknowledged a moment ago must not come back 404.
+  const reader = config.readFromReplicas ? open(1) : main;
   // Before the first connect and after a failed one the client has no master to send to.
   const whenOpen = <T>(each: typeof main, work: () => Promise<T>) => (each.sentinel.isOpen ? bounded(work) : Promise.reject(offline()));
 
@@ -188,13 +193,17 @@ export function connectSentinel(config: RedisConfig, log: AppLog): RedisConnecti
       const [, acked] = await durable.sentinel.multi().set(key, value).wait(replicas, waitMs).execAsPipeline();
       return Number(acked);
     }),
-    get: (key) => whenOpen(main, () => sentinel.get(key)),
+    get: (key) => whenOpen(reader, async () => {
+      if (reader === main) return sentinel.get(key);
+      const fromAnyNode = await reader.sentinel.get(key).catch(() => null);
+      return fromAnyNode ?? sentinel.get(key);
+    }),
     ping: () => whenOpen(main, () => sentinel.ping()),
     get isReady() {
-      return sentinel.isReady && durable.sentinel.isReady;
+      return sentinel.isReady && durable.sentinel.isReady && reader.sentinel.isReady;
     },
     close: async () => {
-      await Promise.all([...new Set([main, durable])].map(async (each) => {
+      await Promise.all([...new Set([main, durable, reader])].map(async (each) => {
         each.connecting.stop();
         await closeWithin(config.timeoutMs, () => each.sentinel.close(), () => each.sentinel.destroy());
       }));

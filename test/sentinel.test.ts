@@ -6,7 +6,7 @@ import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { digestOf } from '../lib/store.ts';
 import { freePort, makeCert, postMessage, request, serviceEnv, startInProcess, tempDir, type InProcess } from './helpers.ts';
-import { get, inParallel, keepAliveAgent, pollUntil, post, startGuardedSentinel, startReplicationGroup, type ReplicationGroup } from './redis-fixtures.ts';
+import { get, info, inParallel, keepAliveAgent, pollUntil, post, redisCli, startGuardedSentinel, startReplicationGroup, type ReplicationGroup } from './redis-fixtures.ts';
 
 const writers = 4;
 
@@ -159,6 +159,43 @@ test('authenticates to sentinels that require a password (MESSAGES_REDIS_SENTINE
   assert.match(JSON.parse(down).cause, /NOAUTH|WRONGPASS|auth/i);
   assert.match(JSON.parse(down).hint, /MESSAGES_REDIS_SENTINEL_PASSWORD/);
   for (const logDir of ['with', 'without']) assert.ok(!appLog(logDir).includes(password), `the password in ${logDir}/app.log`);
+});
+
+test('with READ_FROM_REPLICAS=1: GETs reach the replica, and one it lacks (a lagging link) is read from the master', { timeout: 60_000 }, async (t) => {
+  const dir = tempDir();
+  let app: InProcess | undefined;
+  const [group, cert] = await Promise.all([startReplicationGroup(), makeCert(dir)]);
+  t.after(async () => {
+    await app?.stop();
+    await group.stop();
+  });
+  app = await startInProcess(serviceEnv({ redis: group.master, cert, dir }, {
+    MESSAGES_REDIS_SENTINELS: group.sentinelList, MESSAGES_REDIS_SENTINEL_NAME: group.name, MESSAGES_REDIS_READ_FROM_REPLICAS: '1',
+  }));
+  const port = app.service.port;
+  await pollUntil('/readyz 200', async () => ((await request(port, cert.ca, { path: '/readyz' })).status === 200 ? true : undefined));
+  const replicaGets = async () => Number(/calls=(\d+)/.exec((await info(group.replica.port, 'commandstats')).get('cmdstat_get') ?? '')?.[1] ?? 0);
+  const read = async (message: string) => {
+    const reply = await request(port, cert.ca, { path: `/messages/${digestOf(message)}` });
+    assert.equal(reply.status, 200, `GET of "${message}"`);
+    assert.equal(JSON.parse(reply.body).message, message);
+  };
+
+  const messages = Array.from({ length: 20 }, (_, i) => `read from a replica ${i}`);
+  for (const message of messages) assert.equal((await postMessage(port, cert.ca, message)).status, 201);
+  await pollUntil('the replica to have the writes', async () => ((await redisCli(group.replica.port, 'GET', `messages:${digestOf(messages.at(-1)!)}`)) === messages.at(-1) ? true : undefined));
+  const before = await replicaGets();
+  for (const message of messages) await read(message);
+  assert.ok(await replicaGets() > before, 'no GET reached the replica');
+
+  // From here on the replica gets nothing: every read of the new message that goes to it misses there.
+  group.link.stall();
+  const fresh = 'written while the replica lags';
+  assert.equal((await postMessage(port, cert.ca, fresh)).status, 201);
+  const lagging = await replicaGets();
+  for (let i = 0; i < 10; i += 1) await read(fresh);
+  assert.ok(await replicaGets() > lagging, 'no GET of the new message reached the replica');
+  assert.equal(await redisCli(group.replica.port, 'GET', `messages:${digestOf(fresh)}`), '', 'the replica has the new message after all');
 });
 
 test('reports both runs side by side', (t) => {
