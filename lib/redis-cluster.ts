@@ -1,0 +1,94 @@
+// Redis Cluster (sharding), built with the official client's own cluster support.
+import { createCluster } from './redis-core.ts';
+import type { AppLog } from './app-log.ts';
+import type { HostPort, RedisConfig } from './config.ts';
+import { nodeOptions, type RedisConnection } from './redis.ts';
+import { address, closeWithin, deadline, keepConnecting, offline, stateReporter, type StateReporter } from './redis-failures.ts';
+
+const clusterSlots = 16384;
+
+const isRedirect = (err: unknown) => err instanceof Error && /^(MOVED|ASK) /.test(err.message);
+
+export function connectCluster(config: RedisConfig, log: AppLog): RedisConnection {
+  const hints = {
+    variables: 'MESSAGES_REDIS_CLUSTER_NODES',
+    refused: 'start the node or check MESSAGES_REDIS_CLUSTER_NODES; the cluster promotes a replica of a failed master after cluster-node-timeout',
+  };
+  const seeds = `cluster ${config.clusterNodes.map(address).join(',')}`;
+  const bounded = deadline(config.timeoutMs, log, seeds);
+  const seedState = stateReporter(log, seeds, hints);
+  const nodeStates = new Map<string, StateReporter>();
+  const nodeState = (node: HostPort) => {
+    const key = address(node);
+    if (!nodeStates.has(key)) nodeStates.set(key, stateReporter(log, key, hints));
+    return nodeStates.get(key)!;
+  };
+  const open = () => {
+    const cluster = createCluster({
+      rootNodes: config.clusterNodes.map((node) => ({ socket: { host: node.host, port: node.port } })),
+      // The seeds only serve discovery: credentials and TLS reach the discovered nodes through `defaults`.
+      defaults: nodeOptions(config),
+      useReplicas: config.readFromReplicas,
+      // deadline() bounds every call; see connectStandalone for why node-redis's own command timeout is off.
+      commandOptions: { timeout: 0 },
+    });
+    cluster.on('error', (err: unknown) => seedState.down(err));
+    cluster.on('node-error', (err: unknown, node: HostPort) => nodeState(node).down(err));
+    cluster.on('node-ready', (node: HostPort) => nodeState(node).up());
+    // A cluster still being set up answers with part of the slots, or none: node-redis connects to it and never asks
+    // again, so every key of a missing slot would fail for good. Such a connection is dropped and tried again.
+    const connect = async () => {
+      await cluster.connect();
+      const served = cluster.slots.filter((shard) => shard !== undefined).length;
+      if (served < clusterSlots) {
+        cluster.destroy();
+        throw new Error(`the cluster serves ${served} of ${clusterSlots} slots`);
+      }
+      seedState.up({ masters: cluster.masters.map(address) });
+    };
+    return { cluster, connecting: keepConnecting(connect, seedState) };
+  };
+  const main = open();
+  const cluster = main.cluster;
+  // WAIT holds its connection until the replicas answer or it times out: durable writes get a connection per master
+  // of their own, so that reads and PINGs never queue behind one.
+  const durable = config.minReplicas > 0 ? open() : main;
+
+  return {
+    set: (key, value, replicas, waitMs) => bounded(async () => {
+      if (replicas === 0) return cluster.set(key, value).then(() => 0);
+      // node-redis sends a bare WAIT to every shard (its request policy for WAIT is all_shards): pipeline it
+      // behind the SET on the connection to the master that owns the key's slot instead.
+      const master = await durable.cluster.getNodeClientForKey(key, false);
+      if (!master.isReady) throw offline();
+      try {
+        const [, acked] = await master.multi().set(key, value).wait(replicas, waitMs).execAsPipeline();
+        return Number(acked);
+      } catch (err) {
+        // The slot moved: a plain SET follows the redirect and refreshes the slot map for the client's retry.
+        if (isRedirect(err)) await durable.cluster.set(key, value);
+        throw err;
+      }
+    }),
+    get: (key) => bounded(async () => {
+      if (!config.readFromReplicas) return cluster.get(key);
+      // A replica may be down or behind: a miss there is asked again of the master before it becomes a 404.
+      const fromAnyNode = await cluster.get(key).catch(() => null);
+      return fromAnyNode ?? cluster.sendCommand<string | null>(key, false, ['GET', key]);
+    }),
+    // Ready means every master answers: any key may hash to any of them.
+    ping: () => bounded(async () => {
+      if (cluster.masters.length === 0) throw offline();
+      return Promise.all(cluster.masters.map(async (node) => (await cluster.nodeClient(node)).ping()));
+    }),
+    get isReady() {
+      return cluster.isReady && durable.cluster.isReady;
+    },
+    close: async () => {
+      await Promise.all([...new Set([main, durable])].map(async (each) => {
+        each.connecting.stop();
+        await closeWithin(config.timeoutMs, () => each.cluster.close(), () => each.cluster.destroy());
+      }));
+    },
+  };
+}

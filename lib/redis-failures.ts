@@ -1,0 +1,120 @@
+// How trouble on a Redis link is bounded, retried and reported, in every mode: a deadline on each call, backoff on
+// reconnects, one app.log line per outage and per recovery with a hint an operator can act on.
+import type { AppLog } from './app-log.ts';
+import type { HostPort } from './config.ts';
+import { throttle } from './throttle.ts';
+
+// Exponential backoff with jitter, capped at 2 s so recovery is seen within a few seconds of Redis returning.
+export function reconnectDelay(retries: number): number {
+  return Math.min(50 * 2 ** retries, 2000) + Math.floor(Math.random() * 100);
+}
+
+// What an operator can change, in the words of each mode: the variables that name the server, what to do when
+// nothing listens there, and which credentials to check when they are not MESSAGES_REDIS_USERNAME/PASSWORD.
+export interface Hints { variables: string; refused: string; credentials?: string }
+
+const standaloneVariables = 'MESSAGES_REDIS_HOST / MESSAGES_REDIS_PORT / MESSAGES_REDIS_URL';
+const standaloneHints: Hints = {
+  variables: standaloneVariables,
+  refused: `start redis-server (apt-get install redis-server) or set ${standaloneVariables}`,
+};
+
+// An operator reads this line without the source at hand: say what failed and what to change.
+export function describeRedisError(err: unknown, target: string, hints = standaloneHints): { cause: string; hint: string } {
+  const text = err instanceof Error ? `${(err as NodeJS.ErrnoException).code ?? ''} ${err.message}` : String(err);
+  let hint = 'check that Redis is running and reachable';
+  if (/ECONNREFUSED/.test(text)) hint = `nothing listens at ${target}: ${hints.refused}`;
+  else if (/ECONNRESET|Socket closed unexpectedly/.test(text)) hint = `${target} closed the connection: ${hints.refused}`;
+  else if (/ENOTFOUND|EAI_AGAIN/.test(text)) hint = `the host of ${target} does not resolve: check ${hints.variables}`;
+  else if (/WRONGPASS|NOAUTH|invalid password|invalid username/i.test(text)) hint = hints.credentials ?? 'Redis refused the credentials: check MESSAGES_REDIS_USERNAME and MESSAGES_REDIS_PASSWORD (or the user:password of MESSAGES_REDIS_URL)';
+  else if (/NOPERM/.test(text)) hint = 'the Redis ACL user lacks a permission: allow GET, SET, PING (and WAIT with MESSAGES_REDIS_MIN_REPLICAS) on ~messages:*';
+  else if (/certificate|self[- ]signed|SSL|TLS|ERR_TLS|EPROTO/i.test(text)) hint = 'the TLS link to Redis failed: check MESSAGES_REDIS_CA_FILE and the server certificate';
+  else if (/slots$/.test(text)) hint = 'the cluster does not serve every slot yet: assign them all (redis-cli --cluster create, or --cluster fix); writes resume by themselves';
+  else if (/No such master|no valid master/i.test(text)) hint = 'the sentinels know no usable master by that name: check MESSAGES_REDIS_SENTINEL_NAME';
+  else if (/timeout|did not answer/i.test(text)) hint = `${target} did not answer in time: check the network path and MESSAGES_REDIS_TIMEOUT_MS`;
+  return { cause: text.trim(), hint };
+}
+
+export interface StateReporter {
+  down(err: unknown): void;
+  up(fields?: Record<string, unknown>): void;
+}
+
+// Logs "redis_down" once per outage and "redis_up" once per recovery, not every reconnect attempt.
+export function stateReporter(log: AppLog, target: string, hints = standaloneHints): StateReporter {
+  let up = false;
+  let reported = false;
+  return {
+    down(err) {
+      if (!up && reported) return;
+      up = false;
+      reported = true;
+      log.warn('redis_down', { target, ...describeRedisError(err, target, hints) });
+    },
+    up(fields) {
+      if (up) return;
+      up = true;
+      reported = true;
+      log.info('redis_up', { target, ...fields });
+    },
+  };
+}
+
+export const offline = () => new Error('The connection to Redis is not ready');
+
+export type Bounded = <T>(work: () => Promise<T>) => Promise<T>;
+
+// node-redis's command timeout ends once a command is written; this bounds the reply too, so a hung or failing-over
+// Redis costs a request at most `ms`. A hung Redis raises no error event: misses are logged, at most once per 10 s.
+export function deadline(ms: number, log: AppLog, target: string): Bounded {
+  const allow = throttle();
+  const expire = (reject: (err: Error) => void) => {
+    const suppressed = allow();
+    if (suppressed !== undefined) {
+      log.warn('redis_timeout', { target, timeoutMs: ms, missed: suppressed + 1, hint: `${target} did not answer in time: a failover, a hung server, replicas slow to acknowledge WAIT, or MESSAGES_REDIS_TIMEOUT_MS too low` });
+    }
+    reject(new Error(`Redis did not answer within ${ms} ms`));
+  };
+  return (work) => new Promise((resolve, reject) => {
+    const timer = setTimeout(expire, ms, reject);
+    work().then((value) => {
+      clearTimeout(timer);
+      resolve(value);
+    }, (err: unknown) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}
+
+export const address = (node: HostPort) => `${node.host}:${node.port}`;
+
+// The clients' connect() gives up when no seed answers; keep trying with the backoff single connections use.
+export function keepConnecting(connect: () => Promise<unknown>, state: StateReporter): { stop(): void } {
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  const attempt = (retries: number): void => {
+    connect().catch((err: unknown) => {
+      state.down(err);
+      if (!stopped) timer = setTimeout(() => attempt(retries + 1), reconnectDelay(retries));
+    });
+  };
+  attempt(0);
+  return {
+    stop() {
+      stopped = true;
+      clearTimeout(timer);
+    },
+  };
+}
+
+// A graceful close lets replies in flight arrive; past the deadline the connections are cut.
+export async function closeWithin(ms: number, close: () => Promise<unknown>, destroy: () => unknown): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const closed = await Promise.race([
+    close().then(() => true, () => false),
+    new Promise<false>((resolve) => { timer = setTimeout(() => resolve(false), ms); }),
+  ]);
+  clearTimeout(timer);
+  if (!closed) await destroy();
+}
