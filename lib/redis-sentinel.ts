@@ -3,7 +3,8 @@ import { createSentinel } from './redis-core.ts';
 import type { AppLog } from './app-log.ts';
 import type { HostPort, RedisConfig } from './config.ts';
 import { nodeOptions, tlsOptions, type RedisConnection } from './redis.ts';
-import { address, closeWithin, deadline, keepConnecting, offline, stateReporter } from './redis-failures.ts';
+import { address, closeWithin, deadline, describeRedisError, keepConnecting, offline, stateReporter } from './redis-failures.ts';
+import { throttle } from './throttle.ts';
 
 export function connectSentinel(config: RedisConfig, log: AppLog): RedisConnection {
   const variables = 'MESSAGES_REDIS_SENTINELS';
@@ -18,6 +19,10 @@ export function connectSentinel(config: RedisConfig, log: AppLog): RedisConnecti
     refused: 'start the sentinels or check MESSAGES_REDIS_SENTINELS',
     credentials: 'the sentinels refused the credentials: check MESSAGES_REDIS_SENTINEL_PASSWORD (their requirepass)',
   });
+  // A failing replica (READ_FROM_REPLICAS) costs only its share of the reads, which its misses send to the master:
+  // a warning at most every 10 s, not an outage.
+  const replicaTrouble = throttle();
+  const replicaHints = { variables, refused: 'a replica is down; reads go to the master until it is back or the sentinels drop it' };
   // replicaPoolSize > 0: node-redis spreads read-only commands over the master and its replicas.
   const open = (replicaPoolSize = 0) => {
     const sentinel = createSentinel({
@@ -36,8 +41,13 @@ export function connectSentinel(config: RedisConfig, log: AppLog): RedisConnecti
       commandOptions: { timeout: 0 },
     });
     sentinel.on('error', (err: unknown) => {
-      const fromMaster = err instanceof Error && err.message.startsWith('Master Client');
-      (fromMaster ? masterState : sentinelState).down(err);
+      const source = err instanceof Error ? err.message : '';
+      if (source.startsWith('Replica Client')) {
+        const suppressed = replicaTrouble();
+        if (suppressed !== undefined) log.warn('redis_replica_error', { ...describeRedisError(err, `a replica of ${config.sentinelName}`, replicaHints), suppressed });
+        return;
+      }
+      (source.startsWith('Master Client') ? masterState : sentinelState).down(err);
     });
     sentinel.on('ready', () => {
       const master = sentinel.getMasterNode();

@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { digestOf } from '../lib/store.ts';
-import { freePort, makeCert, postMessage, request, serviceEnv, startInProcess, tempDir, type InProcess } from './helpers.ts';
+import { freePort, makeCert, postMessage, request, serviceEnv, startInProcess, stopChild, tempDir, type InProcess } from './helpers.ts';
 import { get, info, inParallel, keepAliveAgent, pollUntil, post, redisCli, startGuardedSentinel, startReplicationGroup, type ReplicationGroup } from './redis-fixtures.ts';
 
 const writers = 4;
@@ -196,6 +196,16 @@ test('with READ_FROM_REPLICAS=1: GETs reach the replica, and one it lacks (a lag
   for (let i = 0; i < 10; i += 1) await read(fresh);
   assert.ok(await replicaGets() > lagging, 'no GET of the new message reached the replica');
   assert.equal(await redisCli(group.replica.port, 'GET', `messages:${digestOf(fresh)}`), '', 'the replica has the new message after all');
+
+  // A replica that dies costs only its share of the reads: they go to the master, and app.log says so, not that the
+  // sentinels or the master are down.
+  await stopChild(group.replica.child, 'SIGKILL');
+  for (const message of [...messages.slice(0, 5), fresh]) await read(message);
+  assert.equal((await request(port, cert.ca, { path: '/readyz' })).status, 200);
+  const appLog = () => fs.readFileSync(path.join(dir, 'logs', 'app.log'), 'utf8').split('\n').filter((line) => line !== '').map((line) => JSON.parse(line));
+  const warning = await pollUntil('redis_replica_error in app.log', () => appLog().find((line) => line.event === 'redis_replica_error'));
+  assert.match(warning.hint, /reads go to the master/);
+  assert.deepEqual(appLog().filter((line) => line.event === 'redis_down'), []);
 });
 
 test('reports both runs side by side', (t) => {
