@@ -18,6 +18,10 @@ interface RunNumbers {
 
 const runs = new Map<number, RunNumbers>();
 
+// The events of an app.log so far, one object per line.
+const appLogEvents = (logDir: string): Array<Record<string, string>> =>
+  fs.readFileSync(path.join(logDir, 'app.log'), 'utf8').split('\n').filter((line) => line !== '').map((line) => JSON.parse(line));
+
 async function failoverUnderLoad(t: TestContext, minReplicas: number): Promise<{ numbers: RunNumbers; outcomes: Outcome[] }> {
   const dir = tempDir();
   let group: ReplicationGroup | undefined;
@@ -127,9 +131,9 @@ test('starts while no sentinel answers, answers 503 within 2 s and logs why', as
   assert.equal((await postMessage(app.service.port, cert.ca, 'no sentinel')).status, 503);
   assert.ok(Date.now() - started < 2000, `answered after ${Date.now() - started} ms`);
   assert.equal((await request(app.service.port, cert.ca, { path: '/readyz' })).status, 503);
-  const down = await pollUntil('redis_down in app.log', () => fs.readFileSync(path.join(dir, 'logs', 'app.log'), 'utf8').split('\n').find((line) => line.includes('"redis_down"')));
-  assert.match(JSON.parse(down).cause, /ECONNREFUSED/);
-  assert.equal(JSON.parse(down).hint, `nothing listens at sentinels 127.0.0.1:${sentinelPort}: start the sentinels or check MESSAGES_REDIS_SENTINELS`);
+  const down = await pollUntil('redis_down in app.log', () => appLogEvents(path.join(dir, 'logs')).find((line) => line.event === 'redis_down'));
+  assert.match(down.cause!, /ECONNREFUSED/);
+  assert.equal(down.hint, `nothing listens at sentinels 127.0.0.1:${sentinelPort}: start the sentinels or check MESSAGES_REDIS_SENTINELS`);
 });
 
 test('authenticates to sentinels that require a password (MESSAGES_REDIS_SENTINEL_PASSWORD); without it, 503 and a hint', async (t) => {
@@ -148,16 +152,16 @@ test('authenticates to sentinels that require a password (MESSAGES_REDIS_SENTINE
   const appLog = (logDir: string) => fs.readFileSync(path.join(dir, logDir, 'app.log'), 'utf8');
 
   const withPassword = await start('with', { MESSAGES_REDIS_SENTINEL_PASSWORD: password });
-  await pollUntil('redis_up', () => appLog('with').includes('"redis_up"') || undefined);
+  await pollUntil('redis_up', () => appLogEvents(path.join(dir, 'with')).find((line) => line.event === 'redis_up'));
   const created = await postMessage(withPassword.service.port, cert.ca, 'behind a guarded sentinel');
   assert.equal(created.status, 201);
   assert.equal((await request(withPassword.service.port, cert.ca, { path: `/messages/${digestOf('behind a guarded sentinel')}` })).status, 200);
 
   const without = await start('without', {});
   assert.equal((await postMessage(without.service.port, cert.ca, 'no password')).status, 503);
-  const down = await pollUntil('redis_down in app.log', () => appLog('without').split('\n').find((line) => line.includes('"redis_down"')));
-  assert.match(JSON.parse(down).cause, /NOAUTH|WRONGPASS|auth/i);
-  assert.match(JSON.parse(down).hint, /MESSAGES_REDIS_SENTINEL_PASSWORD/);
+  const down = await pollUntil('redis_down in app.log', () => appLogEvents(path.join(dir, 'without')).find((line) => line.event === 'redis_down'));
+  assert.match(down.cause!, /NOAUTH|WRONGPASS|auth/i);
+  assert.match(down.hint!, /MESSAGES_REDIS_SENTINEL_PASSWORD/);
   for (const logDir of ['with', 'without']) assert.ok(!appLog(logDir).includes(password), `the password in ${logDir}/app.log`);
 });
 
@@ -202,10 +206,10 @@ test('with READ_FROM_REPLICAS=1: GETs reach the replica, and one it lacks (a lag
   await stopChild(group.replica.child, 'SIGKILL');
   for (const message of [...messages.slice(0, 5), fresh]) await read(message);
   assert.equal((await request(port, cert.ca, { path: '/readyz' })).status, 200);
-  const appLog = () => fs.readFileSync(path.join(dir, 'logs', 'app.log'), 'utf8').split('\n').filter((line) => line !== '').map((line) => JSON.parse(line));
-  const warning = await pollUntil('redis_replica_error in app.log', () => appLog().find((line) => line.event === 'redis_replica_error'));
-  assert.match(warning.hint, /reads go to the master/);
-  assert.deepEqual(appLog().filter((line) => line.event === 'redis_down'), []);
+  const events = () => appLogEvents(path.join(dir, 'logs'));
+  const warning = await pollUntil('redis_replica_error in app.log', () => events().find((line) => line.event === 'redis_replica_error'));
+  assert.match(warning.hint!, /reads go to the master/);
+  assert.deepEqual(events().filter((line) => line.event === 'redis_down'), []);
 });
 
 test('reports both runs side by side', (t) => {
