@@ -36,12 +36,13 @@ function exit(code: number): void {
 // starting is acted on once it has started, instead of killing it with no drain.
 let stop: (() => Promise<void>) | undefined;
 let reload: (() => void) | undefined;
-let stopRequested = false;
-function requestStop(): void {
-  stopRequested = true;
-  if (stop !== undefined) void stop().then(() => exit(0));
+let stopRequested: number | undefined;
+// Every request joins the one drain in progress; the first request's exit code wins.
+function requestStop(code: number): void {
+  stopRequested ??= code;
+  if (stop !== undefined) void stop().then(() => exit(code));
 }
-for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, requestStop);
+for (const signal of ['SIGTERM', 'SIGINT'] as const) process.on(signal, () => requestStop(0));
 process.on('SIGHUP', () => reload?.());
 
 async function main(): Promise<void> {
@@ -50,7 +51,7 @@ async function main(): Promise<void> {
     await prepareCert(config, appLog);
   }
   if (cluster.isPrimary && config.workers > 1) {
-    const primary = runPrimary(config.workers, logs, appLog, config.shutdownTimeoutMs);
+    const primary = runPrimary(config.workers, logs, appLog, config.shutdownTimeoutMs, () => requestStop(1));
     reload = () => primary.reload();
     stop = () => primary.stop();
   } else {
@@ -61,7 +62,7 @@ async function main(): Promise<void> {
       if (isReloadMessage(message)) service.reload();
     });
   }
-  if (stopRequested) requestStop();
+  if (stopRequested !== undefined) requestStop(stopRequested);
 }
 
 main().catch((err: unknown) => {

@@ -16,25 +16,51 @@ export interface Primary {
   stop(): Promise<void>;
 }
 
-export function runPrimary(count: number, logs: LogFiles, appLog: AppLog, shutdownTimeoutMs: number): Primary {
-  let stopping = false;
-  let failures = 0;
+// Workers that die before they listen, this many times in a row, cannot start (a taken port, an unreadable
+// certificate): the primary gives up so that its supervisor sees a failure.
+const maxStartFailures = 5;
 
-  function fork(): Worker {
+// Exponential backoff for a worker that died soon after its start, up to 30 s.
+const restartDelay = (failures: number) => (failures === 0 ? 0 : Math.min(250 * 2 ** (failures - 1), 30_000));
+
+export function runPrimary(count: number, logs: LogFiles, appLog: AppLog, shutdownTimeoutMs: number, giveUp: () => void): Primary {
+  let stopping: Promise<void> | undefined;
+  let quickDeaths = 0;
+  let startFailures = 0;
+  // Not unref'd: while every worker is dead, a pending restart is what keeps the primary alive.
+  const restarts = new Set<NodeJS.Timeout>();
+
+  function fork(): void {
     const worker = cluster.fork();
     const started = Date.now();
+    let listening = false;
     receiveLogs(worker, logs);
-    worker.on('exit', (code, signal) => {
-      if (stopping) return;
-      // A worker that dies soon after its start is likely to die again: back off, up to 30 s.
-      failures = Date.now() - started < 10_000 ? failures + 1 : 0;
-      const delayMs = failures === 0 ? 0 : Math.min(250 * 2 ** (failures - 1), 30_000);
-      appLog.warn('worker_exited', { worker: worker.process.pid, code, signal, restartInMs: delayMs });
-      setTimeout(() => {
-        if (!stopping) fork();
-      }, delayMs).unref();
+    worker.on('listening', () => {
+      listening = true;
+      startFailures = 0;
     });
-    return worker;
+    // A message to a worker whose channel is closing fails here, not in the primary: its replacement reads the
+    // certificate and the settings at start anyway.
+    worker.on('error', (err: Error) => appLog.warn('worker_error', { worker: worker.process.pid, error: err.message }));
+    worker.on('exit', (code, signal) => {
+      if (stopping !== undefined) return;
+      quickDeaths = Date.now() - started < 10_000 ? quickDeaths + 1 : 0;
+      startFailures = listening ? 0 : startFailures + 1;
+      if (startFailures >= maxStartFailures) {
+        appLog.error('workers_failed', new Error(`${startFailures} workers in a row exited before they listened`), {
+          code, signal, hint: 'see the start_failed line above for the cause (MESSAGES_PORT taken, a certificate unreadable, ...)',
+        });
+        giveUp();
+        return;
+      }
+      const delayMs = restartDelay(quickDeaths);
+      appLog.warn('worker_exited', { worker: worker.process.pid, code, signal, restartInMs: delayMs });
+      const timer = setTimeout(() => {
+        restarts.delete(timer);
+        fork();
+      }, delayMs);
+      restarts.add(timer);
+    });
   }
 
   for (let i = 0; i < count; i += 1) fork();
@@ -45,20 +71,25 @@ export function runPrimary(count: number, logs: LogFiles, appLog: AppLog, shutdo
   return {
     reload() {
       logs.reopen();
-      for (const worker of workers()) worker.send(reloadMessage);
+      for (const worker of workers()) {
+        if (worker.isConnected()) worker.send(reloadMessage);
+      }
     },
-    async stop() {
-      if (stopping) return;
-      stopping = true;
-      const running = workers();
-      await Promise.all(running.map((worker) => new Promise<void>((resolve) => {
-        if (worker.isDead()) return resolve();
-        worker.once('exit', () => resolve());
-        worker.process.kill('SIGTERM');
-        // Each worker drains within shutdownTimeoutMs; one that hangs past that is killed.
-        setTimeout(() => worker.process.kill('SIGKILL'), shutdownTimeoutMs + 2000).unref();
-      })));
-      appLog.info('workers_stopped', { count: running.length });
+    // The one drain in progress, however often it is asked for.
+    stop() {
+      stopping ??= (async () => {
+        for (const timer of restarts) clearTimeout(timer);
+        const running = workers();
+        await Promise.all(running.map((worker) => new Promise<void>((resolve) => {
+          if (worker.isDead()) return resolve();
+          worker.once('exit', () => resolve());
+          worker.process.kill('SIGTERM');
+          // Each worker drains within shutdownTimeoutMs; one that hangs past that is killed.
+          setTimeout(() => worker.process.kill('SIGKILL'), shutdownTimeoutMs + 2000).unref();
+        })));
+        appLog.info('workers_stopped', { count: running.length });
+      })();
+      return stopping;
     },
   };
 }

@@ -160,8 +160,8 @@ export async function startInProcess(env: Record<string, string>): Promise<InPro
 
 export interface Spawned { child: ChildProcess; port: number; output: () => string }
 
-// The service as its own process (`node --import tsx server.ts`), for signals and exits.
-export async function spawnService(env: Record<string, string>): Promise<Spawned> {
+// The service as its own process (`node --require tsx/cjs server.ts`), for signals and exits, not yet listening.
+export function spawnProcess(env: Record<string, string>): Spawned {
   const child = spawn(process.execPath, ['--require', 'tsx/cjs', path.join(projectRoot, 'server.ts')], {
     cwd: projectRoot,
     env: { ...process.env, ...env },
@@ -171,9 +171,14 @@ export async function spawnService(env: Record<string, string>): Promise<Spawned
   let output = '';
   child.stdout!.on('data', (chunk: Buffer) => { output += chunk.toString(); });
   child.stderr!.on('data', (chunk: Buffer) => { output += chunk.toString(); });
-  const line = await waitForOutput(child, /"event":"listening"/);
-  const port = (JSON.parse(line) as { port: number }).port;
-  return { child, port, output: () => output };
+  return { child, port: 0, output: () => output };
+}
+
+// The service as its own process, once it listens.
+export async function spawnService(env: Record<string, string>): Promise<Spawned> {
+  const spawned = spawnProcess(env);
+  const line = await waitForOutput(spawned.child, /"event":"listening"/);
+  return { ...spawned, port: (JSON.parse(line) as { port: number }).port };
 }
 
 export interface Reply { status: number; headers: Record<string, string | string[] | undefined>; body: string }
