@@ -27,8 +27,13 @@ const steps: readonly Step[] = [
 ];
 
 // Happy eyeballs (::1, then 127.0.0.1) fails with an AggregateError whose own message is empty; OpenSSL's end in "\n".
-const reason = (err: unknown): string =>
-  err instanceof AggregateError ? err.errors.map(reason).join('; ') : (err instanceof Error ? err.message : String(err)).trim();
+// The error's code is added where its message lacks it: OpenSSL's words change between Node lines, codes do not.
+function reason(err: unknown): string {
+  if (err instanceof AggregateError) return err.errors.map(reason).join('; ');
+  if (!(err instanceof Error)) return String(err).trim();
+  const message = err.message.trim();
+  return 'code' in err && typeof err.code === 'string' && !message.includes(err.code) ? `${message} (${err.code})` : message;
+}
 
 // A received body is capped and its control characters escaped, so a failure stays one short line.
 function show(body: string): string {

@@ -2,7 +2,8 @@
 """Smoke check of a running messages service over verified TLS; the Python twin of `npm run check` (lib/check.ts).
 
 Standard library only (Python >= 3.10). The flags, steps, output lines and exit status of lib/check.ts; only the
-library's own error text in a failure line differs.
+library's own error text in a failure line differs (a certificate that does not verify: OpenSSL's verify error number
+here, Node's name for it there).
     python3 test/test.py [-d|--domain localhost] [-p|--port 5000] [-c|--cert-path certs/localhost.crt]
 """
 import argparse
@@ -57,8 +58,8 @@ def describe(err, domain, port):
     cause = err.reason if wrapped else err
     if isinstance(cause, TimeoutError):
         return f'no complete response within {TIMEOUT_S} s'
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        return f'TLS handshake with {domain} failed: {cause.verify_message}'
+    if isinstance(cause, ssl.SSLCertVerificationError):  # OpenSSL's words change between versions, its codes do not
+        return f'TLS handshake with {domain} failed: {cause.verify_message} (verify error {cause.verify_code})'
     if isinstance(cause, ssl.SSLError):
         return f'TLS handshake with {domain} failed: {cause}'
     if wrapped:
