@@ -6,28 +6,34 @@ import path from 'node:path';
 import { isDeepStrictEqual, parseArgs } from 'node:util';
 
 export interface CheckOptions { domain: string; port: number; certPath: string; out: (line: string) => void; timeoutMs?: number }
-interface Step { label: string; method: string; path: string; body?: string; status: number; expected: unknown }
+// A step's lines: `<url> <passed>`, as the seed's test.py prints them, or `<action> <url>: FAILED, <what went wrong>`.
+interface Step { action: string; method: string; path: string; body?: string; status: number; expected: unknown; passed: string }
 interface Reply { status: number; body: string }
 const missing = 'a'.repeat(64);
 // SHA-256 of the UTF-8 bytes, as `printf foo | sha256sum` prints it.
 const fooDigest = '2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae';
 const barDigest = 'fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8fb9';
-const get = (digest: string, status: number, expected: unknown): Step =>
-  ({ label: `GET /messages/${digest.slice(0, 12)}...`, method: 'GET', path: `/messages/${digest}`, status, expected });
-const post = (message: string, digest: string): Step =>
-  ({ label: `POST /messages "${message}"`, method: 'POST', path: '/messages', body: JSON.stringify({ message }), status: 201, expected: { digest } });
+const get = (digest: string, status: number, expected: unknown, passed: string): Step =>
+  ({ action: 'GET', method: 'GET', path: `/messages/${digest}`, status, expected, passed });
+const post = (message: string, digest: string): Step => ({ action: `POST "${message}" to`, method: 'POST', path: '/messages',
+  body: JSON.stringify({ message }), status: 201, expected: { digest }, passed: 'POSTed successfully' });
 const steps: readonly Step[] = [
-  get(missing, 404, { err_msg: `Message not found for hash: ${missing}` }),
+  get(missing, 404, { err_msg: `Message not found for hash: ${missing}` }, 'correctly not found'),
   post('foo', fooDigest),
-  get(fooDigest, 200, { message: 'foo' }),
+  get(fooDigest, 200, { message: 'foo' }, 'correctly found'),
   post('bar', barDigest),
-  get(barDigest, 200, { message: 'bar' }),
-  get(fooDigest, 200, { message: 'foo' }),
+  get(barDigest, 200, { message: 'bar' }, 'correctly found'),
+  get(fooDigest, 200, { message: 'foo' }, 'correctly found'),
 ];
 
 // Happy eyeballs (::1, then 127.0.0.1) fails with an AggregateError whose own message is empty; OpenSSL's end in "\n".
-const reason = (err: unknown): string =>
-  err instanceof AggregateError ? err.errors.map(reason).join('; ') : (err instanceof Error ? err.message : String(err)).trim();
+// The error's code is added where its message lacks it: OpenSSL's words change between Node lines, codes do not.
+function reason(err: unknown): string {
+  if (err instanceof AggregateError) return err.errors.map(reason).join('; ');
+  if (!(err instanceof Error)) return String(err).trim();
+  const message = err.message.trim();
+  return 'code' in err && typeof err.code === 'string' && !message.includes(err.code) ? `${message} (${err.code})` : message;
+}
 
 // A received body is capped and its control characters escaped, so a failure stays one short line.
 function show(body: string): string {
@@ -67,7 +73,7 @@ function send(options: CheckOptions, ca: Buffer, step: Step): Promise<Reply> {
   });
 }
 
-// Runs the steps in order, one line each, and stops at the first failure; true when all passed.
+// Runs the steps in order, one line each (the seed test.py's), and stops at the first failure; true when all passed.
 export async function runCheck(options: CheckOptions): Promise<boolean> {
   const certPath = path.resolve(options.certPath);
   let ca: Buffer;
@@ -78,15 +84,18 @@ export async function runCheck(options: CheckOptions): Promise<boolean> {
     options.out(`FAILED, cannot use --cert-path ${certPath}: ${reason(err)}`);
     return false;
   }
+  // The seed's test.py builds its URLs from --domain and --port as given; an IPv6 literal needs brackets (RFC 3986 3.2.2).
+  const origin = `https://${options.domain.includes(':') ? `[${options.domain}]` : options.domain}:${options.port}`;
   for (const step of steps) {
     const failure = await send(options, ca, step).then((reply) => mismatch(reply, step), reason);
     if (failure !== undefined) {
-      options.out(`${step.label}: FAILED, ${failure}`);
+      options.out(`${step.action} ${origin}${step.path}: FAILED, ${failure}`);
       return false;
     }
-    options.out(`${step.label}: ${step.status} as expected`);
+    options.out(`${origin}${step.path} ${step.passed}`);
   }
-  options.out('All tests passed!');
+  // The seed's closing banner, which operators grep for.
+  for (const line of ['', '*'.repeat(75), 'All tests passed!', '*'.repeat(75)]) options.out(line);
   return true;
 }
 

@@ -12,19 +12,40 @@ import { runCheck } from '../lib/check.ts';
 import { projectRoot } from '../lib/config.ts';
 import { freePort, makeCert, serviceEnv, startInProcess, startRedis, tempDir, type Cert, type InProcess, type RedisServer } from './helpers.ts';
 
-const passingLines = [
-  'GET /messages/aaaaaaaaaaaa...: 404 as expected',
-  'POST /messages "foo": 201 as expected',
-  'GET /messages/2c26b46b68ff...: 200 as expected',
-  'POST /messages "bar": 201 as expected',
-  'GET /messages/fcde2b2edba5...: 200 as expected',
-  'GET /messages/2c26b46b68ff...: 200 as expected',
+const missing = 'a'.repeat(64);
+const fooDigest = '2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae';
+const barDigest = 'fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8fb9';
+const stars = '*'.repeat(75);
+const base = (port: number) => `https://localhost:${port}/messages`;
+// What the seed's test.py prints against a live service (its README's sample output has the same lines).
+const passingLines = (port: number) => [
+  `${base(port)}/${missing} correctly not found`,
+  `${base(port)} POSTed successfully`,
+  `${base(port)}/${fooDigest} correctly found`,
+  `${base(port)} POSTed successfully`,
+  `${base(port)}/${barDigest} correctly found`,
+  `${base(port)}/${fooDigest} correctly found`,
+  '',
+  stars,
   'All tests passed!',
+  stars,
 ];
-const notFound = '{"err_msg":"Message not found for hash: ' + 'a'.repeat(64) + '"}';
-const redisDownLine = /^GET \/messages\/aaaaaaaaaaaa\.\.\.: FAILED, expected 404 \{"err_msg":"Message not found for hash: a{64}"\}, received 503 \{"err_msg":".+"\}$/;
-const wrongDigestLine = 'POST /messages "foo": FAILED, expected 201 {"digest":"2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae"}, ' +
-  `received 201 {"digest":"${'0'.repeat(64)}"}`;
+const notFound = `{"err_msg":"Message not found for hash: ${missing}"}`;
+const firstStep = (port: number) => `GET ${base(port)}/${missing}: FAILED, `;
+const redisDownLine = (port: number) =>
+  new RegExp(`^GET https://localhost:${port}/messages/a{64}: FAILED, expected 404 \\{"err_msg":"Message not found for hash: a{64}"\\}, received 503 \\{"err_msg":".+"\\}$`);
+const wrongDigestLines = (port: number) => [
+  `${base(port)}/${missing} correctly not found`,
+  `POST "foo" to ${base(port)}: FAILED, expected 201 {"digest":"${fooDigest}"}, received 201 {"digest":"${'0'.repeat(64)}"}`,
+];
+// OpenSSL's words differ between Node lines and OpenSSL versions: a failure is known by the phase the checker names
+// and by the error's code, and stays one line.
+function assertFailure(lines: string[], prefix: string, code: string): void {
+  assert.equal(lines.length, 1, lines.join('\n'));
+  assert.ok(lines[0]!.startsWith(prefix), lines[0]);
+  assert.match(lines[0]!, new RegExp(`[ (]${code}\\b`));
+  assert.doesNotMatch(lines[0]!, /\n/);
+}
 const pythonSkip = spawnSync('python3', ['--version']).status === 0 ? false : 'python3 is not installed';
 
 let cert: Cert;
@@ -126,54 +147,56 @@ async function plainHttpServer(t: TestContext): Promise<number> {
 }
 
 describe('runCheck (npm run check, in process)', () => {
-  test('passes against a live service, printing one line per step and then All tests passed!', async () => {
-    assert.deepEqual(await check(live.service.port), { passed: true, lines: passingLines });
+  test('passes against a live service, printing the seed test.py\'s line for each step and its closing banner', async () => {
+    assert.deepEqual(await check(live.service.port), { passed: true, lines: passingLines(live.service.port) });
   });
 
   test('fails at the first step when Redis is down and the service answers 503', async () => {
     const { passed, lines } = await check(down.service.port);
     assert.equal(passed, false);
     assert.equal(lines.length, 1);
-    assert.match(lines[0]!, redisDownLine);
+    assert.match(lines[0]!, redisDownLine(down.service.port));
   });
 
   test('fails at the first step against a server answering 500, escaping control characters in the body', async (t) => {
-    const { passed, lines } = await check(await fakeService(t, answer500));
+    const port = await fakeService(t, answer500);
+    const { passed, lines } = await check(port);
     assert.equal(passed, false);
-    assert.deepEqual(lines, [`GET /messages/aaaaaaaaaaaa...: FAILED, expected 404 ${notFound}, received 500 Internal error\\u000a\\u0000`]);
+    assert.deepEqual(lines, [`${firstStep(port)}expected 404 ${notFound}, received 500 Internal error\\u000a\\u0000`]);
   });
 
   test('fails at POST "foo" against a server answering a wrong digest', async (t) => {
-    const { passed, lines } = await check(await fakeService(t, wrongDigests));
+    const port = await fakeService(t, wrongDigests);
+    const { passed, lines } = await check(port);
     assert.equal(passed, false);
-    assert.deepEqual(lines, ['GET /messages/aaaaaaaaaaaa...: 404 as expected', wrongDigestLine]);
+    assert.deepEqual(lines, wrongDigestLines(port));
   });
 
   test('fails with a could-not-connect line when nothing listens on the port', async () => {
     const port = await freePort();
     const { passed, lines } = await check(port);
     assert.equal(passed, false);
-    assert.deepEqual(lines, [`GET /messages/aaaaaaaaaaaa...: FAILED, could not connect to localhost:${port}: connect ECONNREFUSED 127.0.0.1:${port}`]);
+    assert.deepEqual(lines, [`${firstStep(port)}could not connect to localhost:${port}: connect ECONNREFUSED 127.0.0.1:${port}`]);
   });
 
-  test('fails with a TLS line when the service certificate does not verify against --cert-path', async () => {
+  test('fails with a TLS line carrying the error code, on every Node line, when the certificate does not verify against --cert-path', async () => {
     const { passed, lines } = await check(live.service.port, otherCert.certFile);
     assert.equal(passed, false);
-    assert.deepEqual(lines, ['GET /messages/aaaaaaaaaaaa...: FAILED, TLS handshake with localhost failed: self-signed certificate']);
+    assertFailure(lines, `${firstStep(live.service.port)}TLS handshake with localhost failed: `, 'DEPTH_ZERO_SELF_SIGNED_CERT');
   });
 
   test('prints one line, not OpenSSL\'s trailing newline, when the port answers plain HTTP', async (t) => {
-    const { passed, lines } = await check(await plainHttpServer(t));
+    const port = await plainHttpServer(t);
+    const { passed, lines } = await check(port);
     assert.equal(passed, false);
-    assert.equal(lines.length, 1);
-    assert.doesNotMatch(lines[0]!, /\n/);
-    assert.match(lines[0]!, /^GET \/messages\/aaaaaaaaaaaa\.\.\.: FAILED, TLS handshake with localhost failed: .*wrong version number\S*$/);
+    assertFailure(lines, `${firstStep(port)}TLS handshake with localhost failed: `, 'EPROTO');
   });
 
   test('fails with a deadline line when the server accepts the connection but never answers', async (t) => {
-    const { passed, lines } = await check(await silentServer(t), cert.certFile, 200);
+    const port = await silentServer(t);
+    const { passed, lines } = await check(port, cert.certFile, 200);
     assert.equal(passed, false);
-    assert.deepEqual(lines, ['GET /messages/aaaaaaaaaaaa...: FAILED, no complete response within 0.2 s']);
+    assert.deepEqual(lines, [`${firstStep(port)}no complete response within 0.2 s`]);
   });
 
   test('fails naming --cert-path when the certificate file is missing', async () => {
@@ -183,36 +206,44 @@ describe('runCheck (npm run check, in process)', () => {
     assert.deepEqual(lines, [`FAILED, cannot use --cert-path ${missing}: ENOENT: no such file or directory, open '${missing}'`]);
   });
 
-  test('fails naming --cert-path when the file is not a certificate', async () => {
+  test('fails naming --cert-path and the error code when the file is not a certificate', async () => {
     const { passed, lines } = await check(live.service.port, path.join(projectRoot, 'package.json'));
     assert.equal(passed, false);
-    assert.match(lines[0]!, /^FAILED, cannot use --cert-path .*package\.json: .*no start line/);
+    assertFailure(lines, `FAILED, cannot use --cert-path ${path.join(projectRoot, 'package.json')}: `, 'ERR_OSSL_PEM_NO_START_LINE');
   });
 });
 
-describe('node --import tsx lib/check.ts (the CLI)', () => {
-  test('exits 0 against a live service with All tests passed! as its last line', async () => {
+describe('node --require tsx/cjs lib/check.ts (the CLI)', () => {
+  test('exits 0 against a live service with the seed test.py\'s lines, All tests passed! between two lines of stars', async () => {
     const result = await checkCli(flags(live.service.port));
     assert.equal(result.code, 0, result.stderr);
-    assert.deepEqual(result.lines, passingLines);
+    assert.deepEqual(result.lines, passingLines(live.service.port));
   });
 
   test('resolves a relative --cert-path against the working directory', async () => {
     const result = await checkCli(flags(live.service.port, path.basename(cert.certFile)), path.dirname(cert.certFile));
     assert.equal(result.code, 0, result.stderr);
-    assert.equal(result.lines.at(-1), 'All tests passed!');
+    assert.deepEqual(result.lines, passingLines(live.service.port));
   });
 
   test('exits 1 naming the first step when Redis is down', async () => {
     const result = await checkCli(flags(down.service.port));
     assert.equal(result.code, 1);
-    assert.match(result.lines.at(-1)!, redisDownLine);
+    assert.match(result.lines.at(-1)!, redisDownLine(down.service.port));
   });
 
-  test('exits 1 with one TLS line and no stack trace when the certificate does not verify', async () => {
+  // systemd/watchdog.sh reports the checker's last line as the reason: it must be the failing step's line.
+  test('exits 1 with the failing step\'s line last when a later step fails', async (t) => {
+    const port = await fakeService(t, wrongDigests);
+    const result = await checkCli(flags(port));
+    assert.equal(result.code, 1, result.stderr);
+    assert.deepEqual(result.lines, wrongDigestLines(port));
+  });
+
+  test('exits 1 with one TLS line carrying the error code and no stack trace when the certificate does not verify', async () => {
     const result = await checkCli(flags(live.service.port, otherCert.certFile));
     assert.equal(result.code, 1);
-    assert.deepEqual(result.lines, ['GET /messages/aaaaaaaaaaaa...: FAILED, TLS handshake with localhost failed: self-signed certificate']);
+    assertFailure(result.lines, `${firstStep(live.service.port)}TLS handshake with localhost failed: `, 'DEPTH_ZERO_SELF_SIGNED_CERT');
     assert.equal(result.stderr, '');
   });
 
@@ -237,46 +268,49 @@ describe('python3 test/test.py', () => {
   test('exits 0 against a live service with the same lines as npm run check', { skip: pythonSkip }, async () => {
     const result = await pythonCheck(flags(live.service.port));
     assert.equal(result.code, 0, result.stderr);
-    assert.deepEqual(result.lines, passingLines);
+    assert.deepEqual(result.lines, passingLines(live.service.port));
   });
 
   test('exits 1 naming the first step when Redis is down', { skip: pythonSkip }, async () => {
     const result = await pythonCheck(flags(down.service.port));
     assert.equal(result.code, 1, result.stderr);
-    assert.match(result.lines.at(-1)!, redisDownLine);
+    assert.match(result.lines.at(-1)!, redisDownLine(down.service.port));
   });
 
   test('exits 1 at POST "foo" against a server answering a wrong digest', { skip: pythonSkip }, async (t) => {
-    const result = await pythonCheck(flags(await fakeService(t, wrongDigests)));
+    const port = await fakeService(t, wrongDigests);
+    const result = await pythonCheck(flags(port));
     assert.equal(result.code, 1, result.stderr);
-    assert.deepEqual(result.lines, ['GET /messages/aaaaaaaaaaaa...: 404 as expected', wrongDigestLine]);
+    assert.deepEqual(result.lines, wrongDigestLines(port));
   });
 
   test('exits 1 escaping control characters when a server answers 500', { skip: pythonSkip }, async (t) => {
-    const result = await pythonCheck(flags(await fakeService(t, answer500)));
+    const port = await fakeService(t, answer500);
+    const result = await pythonCheck(flags(port));
     assert.equal(result.code, 1, result.stderr);
-    assert.deepEqual(result.lines, [`GET /messages/aaaaaaaaaaaa...: FAILED, expected 404 ${notFound}, received 500 Internal error\\u000a\\u0000`]);
+    assert.deepEqual(result.lines, [`${firstStep(port)}expected 404 ${notFound}, received 500 Internal error\\u000a\\u0000`]);
   });
 
   test('exits 1 with a could-not-connect line when nothing listens on the port', { skip: pythonSkip }, async () => {
     const port = await freePort();
     const result = await pythonCheck(flags(port));
     assert.equal(result.code, 1, result.stderr);
-    assert.deepEqual(result.lines, [`GET /messages/aaaaaaaaaaaa...: FAILED, could not connect to localhost:${port}: Connection refused`]);
+    assert.deepEqual(result.lines, [`${firstStep(port)}could not connect to localhost:${port}: Connection refused`]);
     assert.equal(result.stderr, '');
   });
 
-  test('exits 1 with a TLS line when the certificate does not verify under strict verification', { skip: pythonSkip }, async () => {
+  test('exits 1 with a TLS line carrying the verify error code when the certificate does not verify under strict verification', { skip: pythonSkip }, async () => {
     const result = await pythonCheck(flags(live.service.port, otherCert.certFile));
     assert.equal(result.code, 1, result.stderr);
-    assert.deepEqual(result.lines, ['GET /messages/aaaaaaaaaaaa...: FAILED, TLS handshake with localhost failed: self-signed certificate']);
+    assertFailure(result.lines, `${firstStep(live.service.port)}TLS handshake with localhost failed: `, 'verify error 18');
     assert.equal(result.stderr, '');
   });
 
   test('exits 1 with a deadline line after 5 s when the server never answers', { skip: pythonSkip }, async (t) => {
-    const result = await pythonCheck(flags(await silentServer(t)));
+    const port = await silentServer(t);
+    const result = await pythonCheck(flags(port));
     assert.equal(result.code, 1, result.stderr);
-    assert.deepEqual(result.lines, ['GET /messages/aaaaaaaaaaaa...: FAILED, no complete response within 5 s']);
+    assert.deepEqual(result.lines, [`${firstStep(port)}no complete response within 5 s`]);
   });
 
   test('exits 2 with usage for a port out of range', { skip: pythonSkip }, async () => {

@@ -2,7 +2,8 @@
 """Smoke check of a running messages service over verified TLS; the Python twin of `npm run check` (lib/check.ts).
 
 Standard library only (Python >= 3.10). The flags, steps, output lines and exit status of lib/check.ts; only the
-library's own error text in a failure line differs.
+library's own error text in a failure line differs (a certificate that does not verify: OpenSSL's verify error number
+here, Node's name for it there).
     python3 test/test.py [-d|--domain localhost] [-p|--port 5000] [-c|--cert-path certs/localhost.crt]
 """
 import argparse
@@ -22,25 +23,26 @@ MISSING = 'a' * 64
 FOO_DIGEST = '2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae'
 BAR_DIGEST = 'fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8fb9'
 
-Step = collections.namedtuple('Step', 'label method path body status expected')
+# A step's lines: '<url> <passed>', as the seed's test.py prints them, or '<action> <url>: FAILED, <what went wrong>'.
+Step = collections.namedtuple('Step', 'action method path body status expected passed')
 
 
-def get(digest, status, expected):
-    return Step(f'GET /messages/{digest[:12]}...', 'GET', f'/messages/{digest}', None, status, expected)
+def get(digest, status, expected, passed):
+    return Step('GET', 'GET', f'/messages/{digest}', None, status, expected, passed)
 
 
 def post(message, digest):
     body = json.dumps({'message': message}).encode()
-    return Step(f'POST /messages "{message}"', 'POST', '/messages', body, 201, {'digest': digest})
+    return Step(f'POST "{message}" to', 'POST', '/messages', body, 201, {'digest': digest}, 'POSTed successfully')
 
 
 STEPS = [
-    get(MISSING, 404, {'err_msg': f'Message not found for hash: {MISSING}'}),
+    get(MISSING, 404, {'err_msg': f'Message not found for hash: {MISSING}'}, 'correctly not found'),
     post('foo', FOO_DIGEST),
-    get(FOO_DIGEST, 200, {'message': 'foo'}),
+    get(FOO_DIGEST, 200, {'message': 'foo'}, 'correctly found'),
     post('bar', BAR_DIGEST),
-    get(BAR_DIGEST, 200, {'message': 'bar'}),
-    get(FOO_DIGEST, 200, {'message': 'foo'}),
+    get(BAR_DIGEST, 200, {'message': 'bar'}, 'correctly found'),
+    get(FOO_DIGEST, 200, {'message': 'foo'}, 'correctly found'),
 ]
 
 
@@ -56,8 +58,8 @@ def describe(err, domain, port):
     cause = err.reason if wrapped else err
     if isinstance(cause, TimeoutError):
         return f'no complete response within {TIMEOUT_S} s'
-    if isinstance(cause, ssl.SSLCertVerificationError):
-        return f'TLS handshake with {domain} failed: {cause.verify_message}'
+    if isinstance(cause, ssl.SSLCertVerificationError):  # OpenSSL's words change between versions, its codes do not
+        return f'TLS handshake with {domain} failed: {cause.verify_message} (verify error {cause.verify_code})'
     if isinstance(cause, ssl.SSLError):
         return f'TLS handshake with {domain} failed: {cause}'
     if wrapped:
@@ -65,9 +67,9 @@ def describe(err, domain, port):
     return f'connection failed: {cause}'
 
 
-def send(opener, base, step):
+def send(opener, url, step):
     headers = {} if step.body is None else {'Content-Type': 'application/json'}
-    request = urllib.request.Request(base + step.path, data=step.body, headers=headers, method=step.method)
+    request = urllib.request.Request(url, data=step.body, headers=headers, method=step.method)
     try:
         with opener.open(request, timeout=TIMEOUT_S) as response:
             return response.status, response.read()
@@ -102,17 +104,22 @@ def run_check(domain, port, cert_path):
     host = f'[{domain}]' if ':' in domain else domain  # an IPv6 literal goes in brackets (RFC 3986 section 3.2.2)
     base = f'https://{host}:{port}'
     for step in STEPS:
+        url = base + step.path
         try:
-            status, raw = send(opener, base, step)
+            status, raw = send(opener, url, step)
         except (OSError, http.client.HTTPException) as err:
-            print(f'{step.label}: FAILED, {describe(err, domain, port)}')
+            print(f'{step.action} {url}: FAILED, {describe(err, domain, port)}')
             return False
         failure = mismatch(status, raw.decode('utf-8', 'replace'), step)
         if failure is not None:
-            print(f'{step.label}: FAILED, {failure}')
+            print(f'{step.action} {url}: FAILED, {failure}')
             return False
-        print(f'{step.label}: {step.status} as expected')
+        print(f'{url} {step.passed}')
+    # The seed's closing banner, which operators grep for.
+    print()
+    print('*' * 75)
     print('All tests passed!')
+    print('*' * 75)
     return True
 
 
