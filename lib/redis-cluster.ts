@@ -84,10 +84,10 @@ export function connectCluster(config: RedisConfig, log: AppLog): RedisConnectio
     get isReady() {
       return cluster.isReady && durable.cluster.isReady;
     },
-    close: async () => {
+    close: async (withinMs) => {
       await Promise.all([...new Set([main, durable])].map(async (each) => {
         each.connecting.stop();
-        await closeWithin(config.timeoutMs, () => each.cluster.close(), () => each.cluster.destroy());
+        await closeWithin(withinMs, () => each.cluster.close(), () => each.cluster.destroy());
       }));
     },
   };

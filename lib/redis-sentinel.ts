@@ -91,10 +91,10 @@ export function connectSentinel(config: RedisConfig, log: AppLog): RedisConnecti
     get isReady() {
       return sentinel.isReady && durable.sentinel.isReady && reader.sentinel.isReady;
     },
-    close: async () => {
+    close: async (withinMs) => {
       await Promise.all([...new Set([main, durable, reader])].map(async (each) => {
         each.connecting.stop();
-        await closeWithin(config.timeoutMs, () => each.sentinel.close(), () => each.sentinel.destroy());
+        await closeWithin(withinMs, () => each.sentinel.close(), () => each.sentinel.destroy());
       }));
     },
   };

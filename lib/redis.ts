@@ -7,7 +7,7 @@ import type { AppLog } from './app-log.ts';
 // redis-cluster.ts and redis-sentinel.ts import the option helpers below in turn; no module calls another while
 // loading.
 import { connectCluster } from './redis-cluster.ts';
-import { deadline, offline, reconnectDelay, stateReporter } from './redis-failures.ts';
+import { closeWithin, deadline, offline, reconnectDelay, stateReporter } from './redis-failures.ts';
 import { connectSentinel } from './redis-sentinel.ts';
 
 // The few commands the store needs, whatever the Redis topology behind them.
@@ -19,7 +19,8 @@ export interface RedisConnection {
   get(key: string): Promise<string | null>;
   ping(): Promise<unknown>;
   readonly isReady: boolean;
-  close(): Promise<void>;
+  // A graceful close lets replies in flight arrive; past `withinMs` the connections are cut.
+  close(withinMs: number): Promise<void>;
 }
 
 // Credentials, TLS, fail-fast and backoff: the same for a standalone server and every cluster or replication node.
@@ -79,12 +80,12 @@ export function connectStandalone(config: RedisConfig, log: AppLog): RedisConnec
     get isReady() {
       return client.isReady && writer.isReady;
     },
-    close: async () => {
-      // close() lets replies in flight arrive; a client still reconnecting has none and is destroyed.
-      for (const each of new Set([client, writer])) {
-        if (each.isReady) await each.close();
+    close: async (withinMs) => {
+      // A client still reconnecting has no replies to wait for; a stalled server never sends the ones it owes.
+      await Promise.all([...new Set([client, writer])].map(async (each) => {
+        if (each.isReady) await closeWithin(withinMs, () => each.close(), () => each.destroy());
         else if (each.isOpen) each.destroy();
-      }
+      }));
     },
   };
 }

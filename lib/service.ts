@@ -1,6 +1,7 @@
 // One serving process: HTTPS server with its limits, the store, reload and drain. server.ts wires it to signals.
 import fs from 'node:fs';
 import https from 'node:https';
+import { performance } from 'node:perf_hooks';
 import type { AppLog } from './app-log.ts';
 import { createAppLog } from './app-log.ts';
 import { createApp } from './app.ts';
@@ -83,20 +84,28 @@ export async function startService(config: Readonly<Config>, logs: LogFiles): Pr
       else appLog.warn('cert_reload_failed', { certFile: config.certFile, keyFile: config.keyFile, reason: failure, kept: 'previous certificate' });
       logs.reopen();
     },
-    // Stop accepting, finish what is in flight (bounded), then close Redis. Idempotent.
+    // Stop accepting, finish what is in flight, close Redis: all within shutdownTimeoutMs. Idempotent.
     stop() {
       stopping ??= (async () => {
+        const started = performance.now();
         appLog.info('draining', { timeoutMs: config.shutdownTimeoutMs });
         app.drain();
         const closed = new Promise<void>((resolve) => server.close(() => resolve()));
         server.closeIdleConnections();
-        const deadline = setTimeout(() => {
-          appLog.warn('drain_deadline_passed', { timeoutMs: config.shutdownTimeoutMs });
-          server.closeAllConnections();
-        }, config.shutdownTimeoutMs);
-        await closed;
-        clearTimeout(deadline);
-        await store.close();
+        let timer: NodeJS.Timeout | undefined;
+        const deadline = new Promise<void>((resolve) => {
+          timer = setTimeout(() => {
+            appLog.warn('drain_deadline_passed', { timeoutMs: config.shutdownTimeoutMs });
+            server.closeAllConnections();
+            resolve();
+          }, config.shutdownTimeoutMs);
+        });
+        // Not `closed` alone: a socket still in its TLS handshake is no HTTP connection, and would hold it.
+        await Promise.race([closed, deadline]);
+        clearTimeout(timer);
+        // Redis gets what is left of the budget, at most its own timeout: a stalled Redis must not hold the exit.
+        const left = config.shutdownTimeoutMs - (performance.now() - started);
+        await store.close(Math.max(0, Math.min(config.redis.timeoutMs, left)));
         appLog.info('stopped');
       })();
       return stopping;

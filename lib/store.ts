@@ -18,7 +18,7 @@ export interface Store {
   put(message: string): Promise<string>;
   get(digest: string): Promise<string | null>;
   ready(): Promise<boolean>;
-  close(): Promise<void>;
+  close(withinMs: number): Promise<void>;
 }
 
 export interface StoreOptions {
@@ -51,6 +51,6 @@ export function createStore(redis: RedisConnection, options: StoreOptions): Stor
       if (!redis.isReady) return false;
       return redis.ping().then(() => true, () => false);
     },
-    close: () => redis.close(),
+    close: (withinMs) => redis.close(withinMs),
   };
 }

@@ -5,7 +5,9 @@ import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import https from 'node:https';
+import net from 'node:net';
 import path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { after, before, test } from 'node:test';
 import tls from 'node:tls';
 import { generateCert } from '../lib/certs.ts';
@@ -158,4 +160,17 @@ test('a SIGTERM that arrives while the service is still starting is a clean drai
   const [code] = await once(child, 'exit');
   assert.equal(code, 0);
   assert.match(readIfExists(path.join(dir, 'logs', 'app.log')), /"event":"stopped"/);
+});
+
+test('a connection that never finishes its TLS handshake does not hold the drain past MESSAGES_SHUTDOWN_TIMEOUT_MS', { timeout: 30_000 }, async (t) => {
+  const { service } = await start(t, { MESSAGES_SHUTDOWN_TIMEOUT_MS: '1000', MESSAGES_HEADERS_TIMEOUT_MS: '20000', MESSAGES_REQUEST_TIMEOUT_MS: '20000' });
+  const silent = net.connect(service.port, '127.0.0.1');
+  t.after(() => silent.destroy());
+  await once(silent, 'connect');
+  const exited = once(service.child, 'exit');
+  const started = performance.now();
+  service.child.kill('SIGTERM');
+  const [code] = await exited;
+  assert.equal(code, 0);
+  assert.ok(performance.now() - started < 1000 + 1500, `exited ${(performance.now() - started).toFixed(0)} ms after SIGTERM`);
 });

@@ -1,8 +1,13 @@
-// A Redis that stops answering (SIGSTOP) with node-redis's per-command timeout off: deadline() still answers 503 in time.
+// A Redis that stops answering (SIGSTOP) with node-redis's per-command timeout off: deadline() still answers 503 in
+// time, answers resume after it, and a stop while Redis is still frozen is bounded by MESSAGES_SHUTDOWN_TIMEOUT_MS.
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
+import { once } from 'node:events';
+import { performance } from 'node:perf_hooks';
 import { test } from 'node:test';
-import { makeCert, postMessage, request, serviceEnv, startInProcess, startRedis, tempDir } from './helpers.ts';
+import { makeCert, postMessage, request, serviceEnv, spawnService, startInProcess, startRedis, stopChild, tempDir, waitFor } from './helpers.ts';
+
+const digestOf = (message: string) => createHash('sha256').update(message).digest('hex');
 
 test('a stalled Redis costs each request a 503 within MESSAGES_REDIS_TIMEOUT_MS, and answers resume after it', async (t) => {
   const dir = tempDir();
@@ -14,8 +19,8 @@ test('a stalled Redis costs each request a 503 within MESSAGES_REDIS_TIMEOUT_MS,
     await redis.stop();
   });
   const port = app.service.port;
-  const getStored = () => request(port, cert.ca, { path: `/messages/${createHash('sha256').update('before the stall').digest('hex')}` });
-  while ((await request(port, cert.ca, { path: '/readyz' })).status !== 200) await new Promise((resolve) => setTimeout(resolve, 20));
+  const getStored = () => request(port, cert.ca, { path: `/messages/${digestOf('before the stall')}` });
+  await waitFor(async () => (await request(port, cert.ca, { path: '/readyz' })).status === 200, 10_000, '/readyz 200');
   assert.equal((await postMessage(port, cert.ca, 'before the stall')).status, 201);
 
   redis.child.kill('SIGSTOP');
@@ -26,11 +31,50 @@ test('a stalled Redis costs each request a 503 within MESSAGES_REDIS_TIMEOUT_MS,
   assert.ok(elapsedMs < 2000, `answered after ${elapsedMs.toFixed(0)} ms`);
 
   redis.child.kill('SIGCONT');
-  let reply = await getStored();
-  for (let tries = 0; reply.status !== 200 && tries < 100; tries += 1) {
-    await new Promise((resolve) => setTimeout(resolve, 20));
-    reply = await getStored();
-  }
-  assert.equal(reply.status, 200);
+  const reply = await waitFor(async () => {
+    const answer = await getStored();
+    return answer.status === 200 ? answer : undefined;
+  }, 10_000, 'a 200 after Redis resumed');
   assert.equal(reply.body, '{"message":"before the stall"}');
+});
+
+test('a stop while Redis is still frozen, with commands outstanding, ends within MESSAGES_SHUTDOWN_TIMEOUT_MS', { timeout: 20_000 }, async (t) => {
+  const dir = tempDir();
+  const [redis, cert] = await Promise.all([startRedis(), makeCert(dir)]);
+  const app = await startInProcess(serviceEnv({ redis, cert, dir }, { MESSAGES_REDIS_TIMEOUT_MS: '300', MESSAGES_SHUTDOWN_TIMEOUT_MS: '1500' }));
+  t.after(async () => {
+    redis.child.kill('SIGCONT');
+    await redis.stop();
+  });
+  const port = app.service.port;
+  await waitFor(async () => (await request(port, cert.ca, { path: '/readyz' })).status === 200, 10_000, '/readyz 200');
+  redis.child.kill('SIGSTOP');
+  assert.deepEqual((await Promise.all([postMessage(port, cert.ca, 'frozen 1'), postMessage(port, cert.ca, 'frozen 2')])).map((r) => r.status), [503, 503]);
+  const started = performance.now();
+  await app.stop();
+  const elapsedMs = performance.now() - started;
+  assert.ok(elapsedMs < 1500 + 500, `stop() took ${elapsedMs.toFixed(0)} ms`);
+});
+
+test('SIGTERM while Redis is frozen, with a command outstanding, exits 0 within MESSAGES_SHUTDOWN_TIMEOUT_MS', { timeout: 20_000 }, async (t) => {
+  const dir = tempDir();
+  const [redis, cert] = await Promise.all([startRedis(), makeCert(dir)]);
+  const service = await spawnService(serviceEnv({ redis, cert, dir }, { MESSAGES_REDIS_TIMEOUT_MS: '300', MESSAGES_SHUTDOWN_TIMEOUT_MS: '1500' }));
+  t.after(async () => {
+    await stopChild(service.child, 'SIGKILL');
+    redis.child.kill('SIGCONT');
+    await redis.stop();
+  });
+  await waitFor(async () => (await request(service.port, cert.ca, { path: '/readyz' })).status === 200, 10_000, '/readyz 200');
+  redis.child.kill('SIGSTOP');
+  assert.equal((await postMessage(service.port, cert.ca, 'outstanding at the stop')).status, 503);
+  const exited = once(service.child, 'exit');
+  const started = performance.now();
+  service.child.kill('SIGTERM');
+  const timer = setTimeout(() => service.child.kill('SIGKILL'), 10_000);
+  const [code] = await exited;
+  clearTimeout(timer);
+  const elapsedMs = performance.now() - started;
+  assert.equal(code, 0);
+  assert.ok(elapsedMs < 1500 + 1000, `exited ${elapsedMs.toFixed(0)} ms after SIGTERM`);
 });
