@@ -71,8 +71,9 @@ export function createApp({ store, appLog, accessLog, maxBodyBytes }: AppOptions
   }
 
   async function readiness(req: IncomingMessage, res: ServerResponse) {
-    if (await store.ready()) send(req, res, 200, '{"status":"ready"}');
-    else send(req, res, 503, '{"err_msg":"Redis is not reachable; see app.log for the cause"}', { 'Retry-After': '1' });
+    const reason = await store.unready();
+    if (reason === undefined) send(req, res, 200, '{"status":"ready"}');
+    else send(req, res, 503, JSON.stringify({ err_msg: `${reason}; see app.log for the cause` }), { 'Retry-After': '1' });
   }
 
   const route = createRouter([

@@ -2,12 +2,23 @@
 import { createCluster } from './redis-core.ts';
 import type { AppLog } from './app-log.ts';
 import type { HostPort, RedisConfig } from './config.ts';
-import { nodeOptions, type RedisConnection } from './redis.ts';
+import { nodeOptions, probeKey, probeOptions, type RedisConnection } from './redis-connection.ts';
 import { address, closeWithin, deadline, keepConnecting, offline, stateReporter, type StateReporter } from './redis-failures.ts';
 
 const clusterSlots = 16384;
 
 const isRedirect = (err: unknown) => err instanceof Error && /^(MOVED|ASK) /.test(err.message);
+
+// One probe key per master: keys hash to slots, so names are tried until every master owns one.
+async function probeKeys<Client>(cluster: { masters: unknown[]; getNodeClientForKey(key: string, readonly: boolean): Promise<Client> }): Promise<Map<Client, string>> {
+  const keys = new Map<Client, string>();
+  for (let i = 0; keys.size < cluster.masters.length && i < 10_000; i += 1) {
+    const key = `${probeKey}:${i}`;
+    const client = await cluster.getNodeClientForKey(key, false);
+    if (!keys.has(client)) keys.set(client, key);
+  }
+  return keys;
+}
 
 export function connectCluster(config: RedisConfig, log: AppLog): RedisConnection {
   const hints = {
@@ -55,7 +66,7 @@ export function connectCluster(config: RedisConfig, log: AppLog): RedisConnectio
   const durable = config.minReplicas > 0 ? open() : main;
 
   return {
-    set: (key, value, replicas, waitMs) => bounded(async () => {
+    set: (key, value, replicas, waitMs) => bounded(replicas === 0 ? 'SET' : 'SET+WAIT', async () => {
       if (replicas === 0) return cluster.set(key, value).then(() => 0);
       // node-redis sends a bare WAIT to every shard (its request policy for WAIT is all_shards): pipeline it
       // behind the SET on the connection to the master that owns the key's slot instead.
@@ -70,16 +81,16 @@ export function connectCluster(config: RedisConfig, log: AppLog): RedisConnectio
         throw err;
       }
     }),
-    get: (key) => bounded(async () => {
+    get: (key) => bounded('GET', async () => {
       if (!config.readFromReplicas) return cluster.get(key);
       // A replica may be down or behind: a miss there is asked again of the master before it becomes a 404.
       const fromAnyNode = await cluster.get(key).catch(() => null);
       return fromAnyNode ?? cluster.sendCommand<string | null>(key, false, ['GET', key]);
     }),
-    // Ready means every master answers: any key may hash to any of them.
-    ping: () => bounded(async () => {
+    // Ready means every master takes writes: any key may hash to any of them.
+    probe: () => bounded('SET', async () => {
       if (cluster.masters.length === 0) throw offline();
-      return Promise.all(cluster.masters.map(async (node) => (await cluster.nodeClient(node)).ping()));
+      await Promise.all([...await probeKeys(cluster)].map(([client, key]) => client.set(key, '1', probeOptions)));
     }),
     get isReady() {
       return cluster.isReady && durable.cluster.isReady;

@@ -19,4 +19,4 @@ try {
   process.setSourceMapsEnabled(sourceMaps);
 }
 
-export const { createClient, createCluster, createSentinel } = core;
+export const { createClient, createCluster, createSentinel, ErrorReply } = core;

@@ -2,6 +2,7 @@
 // reconnects, one app.log line per outage and per recovery with a hint an operator can act on.
 import type { AppLog } from './app-log.ts';
 import type { HostPort } from './config.ts';
+import { replyHint, replyKind, replyReporter } from './redis-replies.ts';
 import { throttle } from './throttle.ts';
 
 // Exponential backoff with jitter, capped at 2 s so recovery is seen within a few seconds of Redis returning.
@@ -23,11 +24,12 @@ const standaloneHints: Hints = {
 export function describeRedisError(err: unknown, target: string, hints = standaloneHints): { cause: string; hint: string } {
   const text = err instanceof Error ? `${(err as NodeJS.ErrnoException).code ?? ''} ${err.message}` : String(err);
   let hint = 'check that Redis is running and reachable';
-  if (/ECONNREFUSED/.test(text)) hint = `nothing listens at ${target}: ${hints.refused}`;
+  const kind = replyKind(err);
+  if (kind !== undefined && kind !== 'NOAUTH' && replyHint(kind) !== undefined) hint = replyHint(kind)!;
+  else if (/ECONNREFUSED/.test(text)) hint = `nothing listens at ${target}: ${hints.refused}`;
   else if (/ECONNRESET|Socket closed unexpectedly/.test(text)) hint = `${target} closed the connection: ${hints.refused}`;
   else if (/ENOTFOUND|EAI_AGAIN/.test(text)) hint = `the host of ${target} does not resolve: check ${hints.variables}`;
   else if (/WRONGPASS|NOAUTH|invalid password|invalid username/i.test(text)) hint = hints.credentials ?? 'Redis refused the credentials: check MESSAGES_REDIS_USERNAME and MESSAGES_REDIS_PASSWORD (or the user:password of MESSAGES_REDIS_URL)';
-  else if (/NOPERM/.test(text)) hint = 'the Redis ACL user lacks a permission: allow GET, SET, PING (and WAIT with MESSAGES_REDIS_MIN_REPLICAS) on ~messages:*';
   else if (/certificate|self[- ]signed|SSL|TLS|ERR_TLS|EPROTO/i.test(text)) hint = 'the TLS link to Redis failed: check MESSAGES_REDIS_CA_FILE and the server certificate';
   else if (/slots$/.test(text)) hint = 'the cluster does not serve every slot yet: assign them all (redis-cli --cluster create, or --cluster fix); writes resume by themselves';
   else if (/No such master|no valid master/i.test(text)) hint = 'the sentinels know no usable master by that name: check MESSAGES_REDIS_SENTINEL_NAME';
@@ -62,12 +64,15 @@ export function stateReporter(log: AppLog, target: string, hints = standaloneHin
 
 export const offline = () => new Error('The connection to Redis is not ready');
 
-export type Bounded = <T>(work: () => Promise<T>) => Promise<T>;
+// `command` names what is sent (SET, GET, ...) for the log; never a key or a value.
+export type Bounded = <T>(command: string, work: () => Promise<T>) => Promise<T>;
 
 // node-redis's command timeout ends once a command is written; this bounds the reply too, so a hung or failing-over
 // Redis costs a request at most `ms`. A hung Redis raises no error event: misses are logged, at most once per 10 s.
+// Error replies (OOM, NOPERM, ...) are logged here too, one line per kind per 10 s.
 export function deadline(ms: number, log: AppLog, target: string): Bounded {
   const allow = throttle();
+  const refused = replyReporter(log, target);
   const expire = (reject: (err: Error) => void) => {
     const suppressed = allow();
     if (suppressed !== undefined) {
@@ -75,13 +80,23 @@ export function deadline(ms: number, log: AppLog, target: string): Bounded {
     }
     reject(new Error(`Redis did not answer within ${ms} ms`));
   };
-  return (work) => new Promise((resolve, reject) => {
-    const timer = setTimeout(expire, ms, reject);
+  return (command, work) => new Promise((resolve, reject) => {
+    let settled = false;
+    // A timer runs before the loop reads its sockets: when it fires late (the process was busy), a reply that came
+    // in time is read first, in the same loop turn, so that a 503 means Redis missed the deadline.
+    const timer = setTimeout(() => setImmediate(() => {
+      if (!settled) expire(reject);
+      settled = true;
+    }), ms);
     work().then((value) => {
+      settled = true;
       clearTimeout(timer);
       resolve(value);
     }, (err: unknown) => {
+      settled = true;
       clearTimeout(timer);
+      const kind = replyKind(err);
+      if (kind !== undefined) refused(command, kind);
       reject(err);
     });
   });

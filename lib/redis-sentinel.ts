@@ -2,7 +2,7 @@
 import { createSentinel } from './redis-core.ts';
 import type { AppLog } from './app-log.ts';
 import type { HostPort, RedisConfig } from './config.ts';
-import { nodeOptions, tlsOptions, type RedisConnection } from './redis.ts';
+import { nodeOptions, probeKey, probeOptions, tlsOptions, type RedisConnection } from './redis-connection.ts';
 import { address, closeWithin, deadline, describeRedisError, keepConnecting, offline, stateReporter } from './redis-failures.ts';
 import { throttle } from './throttle.ts';
 
@@ -73,21 +73,22 @@ export function connectSentinel(config: RedisConfig, log: AppLog): RedisConnecti
   // lagging replica missed: a message acknowledged a moment ago must not come back 404.
   const reader = config.readFromReplicas ? open(1) : main;
   // Before the first connect and after a failed one the client has no master to send to.
-  const whenOpen = <T>(each: typeof main, work: () => Promise<T>) => (each.sentinel.isOpen ? bounded(work) : Promise.reject(offline()));
+  const whenOpen = <T>(each: typeof main, command: string, work: () => Promise<T>) =>
+    (each.sentinel.isOpen ? bounded(command, work) : Promise.reject(offline()));
 
   return {
-    set: (key, value, replicas, waitMs) => whenOpen(replicas === 0 ? main : durable, async () => {
+    set: (key, value, replicas, waitMs) => whenOpen(replicas === 0 ? main : durable, replicas === 0 ? 'SET' : 'SET+WAIT', async () => {
       if (replicas === 0) return sentinel.set(key, value).then(() => 0);
       // If the master fails mid-pipeline the client sends SET and WAIT again, together, to the new master.
       const [, acked] = await durable.sentinel.multi().set(key, value).wait(replicas, waitMs).execAsPipeline();
       return Number(acked);
     }),
-    get: (key) => whenOpen(reader, async () => {
+    get: (key) => whenOpen(reader, 'GET', async () => {
       if (reader === main) return sentinel.get(key);
       const fromAnyNode = await reader.sentinel.get(key).catch(() => null);
       return fromAnyNode ?? sentinel.get(key);
     }),
-    ping: () => whenOpen(main, () => sentinel.ping()),
+    probe: () => whenOpen(main, 'SET', () => sentinel.set(probeKey, '1', probeOptions)).then(() => undefined),
     get isReady() {
       return sentinel.isReady && durable.sentinel.isReady && reader.sentinel.isReady;
     },

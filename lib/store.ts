@@ -1,7 +1,8 @@
 // Messages in Redis: one key per digest, written idempotently, acknowledged only once Redis has it.
 import { createHash } from 'node:crypto';
 import { storageUnavailable } from './errors.ts';
-import type { RedisConnection } from './redis.ts';
+import type { RedisConnection } from './redis-connection.ts';
+import { replyKind } from './redis-replies.ts';
 
 const keyPrefix = 'messages:';
 const hexDigest = /^[0-9a-fA-F]{64}$/;
@@ -17,7 +18,8 @@ export function isDigest(value: string): boolean {
 export interface Store {
   put(message: string): Promise<string>;
   get(digest: string): Promise<string | null>;
-  ready(): Promise<boolean>;
+  // Why Redis cannot take a write now (for /readyz), or undefined when it can.
+  unready(): Promise<string | undefined>;
   close(withinMs: number): Promise<void>;
 }
 
@@ -47,9 +49,12 @@ export function createStore(redis: RedisConnection, options: StoreOptions): Stor
       if (!isDigest(digest)) return null;
       return redis.get(keyPrefix + digest.toLowerCase()).catch(unavailable);
     },
-    async ready() {
-      if (!redis.isReady) return false;
-      return redis.ping().then(() => true, () => false);
+    async unready() {
+      if (!redis.isReady) return 'Redis is not reachable';
+      return redis.probe().then(() => undefined, (err: unknown) => {
+        const kind = replyKind(err);
+        return kind === undefined ? 'Redis is not reachable' : `Redis refuses writes (${kind})`;
+      });
     },
     close: (withinMs) => redis.close(withinMs),
   };

@@ -1,0 +1,42 @@
+// What every Redis mode shares: the few commands the store needs, and the client options of every node.
+import fs from 'node:fs';
+import type { RedisConfig } from './config.ts';
+import { reconnectDelay } from './redis-failures.ts';
+
+// The few commands the store needs, whatever the Redis topology behind them.
+export interface RedisConnection {
+  // SET, and with replicas > 0 a WAIT pipelined behind it on the same connection: WAIT counts only the writes of
+  // the connection it is sent on (https://redis.io/docs/latest/commands/wait/). Resolves to the replicas that
+  // acknowledged within waitMs, 0 when none were asked for.
+  set(key: string, value: string, replicas: number, waitMs: number): Promise<number>;
+  get(key: string): Promise<string | null>;
+  // Resolves when every master accepts writes; rejects with the reason (unreachable, OOM, READONLY, NOPERM, ...).
+  probe(): Promise<void>;
+  readonly isReady: boolean;
+  // A graceful close lets replies in flight arrive; past `withinMs` the connections are cut.
+  close(withinMs: number): Promise<void>;
+}
+
+// The readiness write: SET of this key only if it exists (XX), which it never does. Redis refuses it exactly when it
+// would refuse a message's SET (OOM, READONLY, NOPERM, MISCONF, ...), and otherwise it changes nothing.
+export const probeKey = 'messages:readyz-probe';
+export const probeOptions = { condition: 'XX' } as const;
+
+// Credentials, TLS, fail-fast and backoff: the same for a standalone server and every cluster or replication node.
+export function nodeOptions(config: RedisConfig) {
+  return {
+    ...(config.username === undefined ? {} : { username: config.username }),
+    ...(config.password === undefined ? {} : { password: config.password }),
+    // Fail fast while disconnected instead of queueing requests that would hang until Redis returns.
+    disableOfflineQueue: true,
+    // Commands a stalled Redis never takes stay queued once deadline() has answered 503 for them (the per-command
+    // timeout is off, see connectStandalone): this bounds the queue, and past it commands fail at once.
+    commandsQueueMaxLength: 10_000,
+    socket: { ...tlsOptions(config), connectTimeout: config.timeoutMs, reconnectStrategy: reconnectDelay },
+  };
+}
+
+export function tlsOptions(config: RedisConfig) {
+  if (!config.tls) return {};
+  return { tls: true as const, ...(config.caFile === undefined ? {} : { ca: fs.readFileSync(config.caFile) }) };
+}

@@ -1,0 +1,54 @@
+// A standalone Redis server: one connection for reads and writes, and one of its own for durable writes.
+import { createClient } from './redis-core.ts';
+import type { AppLog } from './app-log.ts';
+import type { RedisConfig } from './config.ts';
+import { nodeOptions, probeKey, probeOptions, type RedisConnection } from './redis-connection.ts';
+import { closeWithin, deadline, offline, stateReporter } from './redis-failures.ts';
+
+export function connectStandalone(config: RedisConfig, log: AppLog): RedisConnection {
+  const target = config.url === undefined ? `${config.host}:${config.port}` : new URL(config.url).host;
+  const state = stateReporter(log, target);
+  const bounded = deadline(config.timeoutMs, log, target);
+  const open = () => {
+    const options = nodeOptions(config);
+    const client = createClient({
+      ...options,
+      ...(config.url === undefined ? {} : { url: config.url }),
+      socket: { ...options.socket, ...(config.url === undefined ? { host: config.host, port: config.port } : {}) },
+      // deadline() bounds every command from call to reply. node-redis's own timeout would add an AbortSignal.timeout
+      // per command (a timer, then a DOMException when it fires) for a bound that ends once the command is written.
+      commandOptions: { timeout: 0 },
+    });
+    client.on('error', (err: unknown) => state.down(err));
+    client.on('ready', () => state.up());
+    client.connect().catch(() => {
+      // Errors are reported through the 'error' event; connect() keeps retrying by reconnectStrategy.
+    });
+    return client;
+  };
+  const client = open();
+  // WAIT holds its connection until the replicas answer or it times out: durable writes get a connection of their
+  // own, so that reads and PINGs never queue behind one.
+  const writer = config.minReplicas > 0 ? open() : client;
+  return {
+    set: (key, value, replicas, waitMs) => bounded(replicas === 0 ? 'SET' : 'SET+WAIT', async () => {
+      if (replicas === 0) return client.set(key, value).then(() => 0);
+      // A pipeline is queued even while offline: refuse it here as single commands are.
+      if (!writer.isReady) throw offline();
+      const [, acked] = await writer.multi().set(key, value).wait(replicas, waitMs).execAsPipeline();
+      return Number(acked);
+    }),
+    get: (key) => bounded('GET', () => client.get(key)),
+    probe: () => bounded('SET', () => client.set(probeKey, '1', probeOptions)).then(() => undefined),
+    get isReady() {
+      return client.isReady && writer.isReady;
+    },
+    close: async (withinMs) => {
+      // A client still reconnecting has no replies to wait for; a stalled server never sends the ones it owes.
+      await Promise.all([...new Set([client, writer])].map(async (each) => {
+        if (each.isReady) await closeWithin(withinMs, () => each.close(), () => each.destroy());
+        else if (each.isOpen) each.destroy();
+      }));
+    },
+  };
+}

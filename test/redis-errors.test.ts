@@ -1,0 +1,119 @@
+// Redis answers with an error (OOM, NOPERM, READONLY, MISCONF, LOADING): 503 with Retry-After, one throttled
+// redis_error line per kind naming the command and what to change (never the key or the value), /readyz 503 with the
+// reason, and recovery once Redis takes writes again.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { test, type TestContext } from 'node:test';
+import { digestOf } from '../lib/store.ts';
+import { freePort, makeCert, postMessage, request, serviceEnv, startInProcess, startRedis, stopChild, tempDir, track, waitFor, waitForOutput, type Cert, type RedisServer } from './helpers.ts';
+import { redisCli } from './redis-fixtures.ts';
+
+const appLogEvents = (logDir: string): Array<Record<string, unknown>> =>
+  fs.readFileSync(path.join(logDir, 'app.log'), 'utf8').split('\n').filter((line) => line !== '').map((line) => JSON.parse(line));
+
+interface Started { port: number; cert: Cert; logDir: string }
+
+async function startAgainst(t: TestContext, redis: { port: number }, extra: Record<string, string> = {}): Promise<Started> {
+  const dir = tempDir();
+  const cert = await makeCert(dir);
+  const app = await startInProcess(serviceEnv({ redis: redis as RedisServer, cert, dir }, extra));
+  t.after(() => app.stop());
+  return { port: app.service.port, cert, logDir: path.join(dir, 'logs') };
+}
+
+// A refused POST: 503 with Retry-After, one redis_error line for the kind however many refusals, /readyz 503 saying
+// why; the line names the command and gives the hint, and holds neither the message nor its key.
+async function expectRefusal(service: Started, kind: string, hint: RegExp): Promise<void> {
+  const messages = Array.from({ length: 5 }, (_, i) => `refused by ${kind} ${i}`);
+  for (const message of messages) {
+    const reply = await postMessage(service.port, service.cert.ca, message);
+    assert.equal(reply.status, 503, `POST during ${kind}: ${reply.body}`);
+    assert.ok(reply.headers['retry-after'] !== undefined, 'Retry-After');
+  }
+  const lines = await waitFor(() => {
+    const found = appLogEvents(service.logDir).filter((line) => line.event === 'redis_error');
+    return found.length > 0 ? found : undefined;
+  }, 5000, `redis_error (${kind}) in app.log`);
+  assert.equal(lines.length, 1, `one line per kind per 10 s: ${JSON.stringify(lines)}`);
+  const [line] = lines as [Record<string, unknown>];
+  assert.equal(line.reply, kind);
+  assert.match(String(line.command), /^SET/);
+  assert.match(String(line.hint), hint);
+  const text = JSON.stringify(line);
+  for (const message of messages) {
+    assert.ok(!text.includes(message) && !text.includes(digestOf(message)), 'the line holds a message or its key');
+  }
+  const ready = await request(service.port, service.cert.ca, { path: '/readyz' });
+  assert.equal(ready.status, 503);
+  assert.deepEqual(JSON.parse(ready.body), { err_msg: `Redis refuses writes (${kind}); see app.log for the cause` });
+}
+
+async function expectRecovery(service: Started, message: string): Promise<void> {
+  await waitFor(async () => (await request(service.port, service.cert.ca, { path: '/readyz' })).status === 200, 10_000, '/readyz 200 again');
+  assert.equal((await postMessage(service.port, service.cert.ca, message)).status, 201);
+}
+
+test('OOM (maxmemory reached): 503, one redis_error line with a maxmemory hint, /readyz 503 until writes are taken again', async (t) => {
+  const redis = await startRedis(['--maxmemory', '1']);
+  t.after(() => redis.stop());
+  const service = await startAgainst(t, redis);
+  await expectRefusal(service, 'OOM', /maxmemory/);
+  await redisCli(redis.port, 'CONFIG', 'SET', 'maxmemory', '0');
+  await expectRecovery(service, 'after maxmemory was raised');
+});
+
+test('NOPERM (an ACL user without +set): 503, a redis_error line naming the permission to allow, /readyz 503', async (t) => {
+  const redis = await startRedis();
+  t.after(() => redis.stop());
+  await redisCli(redis.port, 'ACL', 'SETUSER', 'reader', 'on', '>reader-secret', '~messages:*', '-@all', '+get', '+ping');
+  const service = await startAgainst(t, redis, { MESSAGES_REDIS_USERNAME: 'reader', MESSAGES_REDIS_PASSWORD: 'reader-secret' });
+  await expectRefusal(service, 'NOPERM', /allow get, set/);
+  await redisCli(redis.port, 'ACL', 'SETUSER', 'reader', '+set');
+  await expectRecovery(service, 'after +set was granted');
+});
+
+test('READONLY (pointed at a replica): 503, a redis_error line saying to point at the master, /readyz 503', async (t) => {
+  const master = await startRedis();
+  t.after(() => master.stop());
+  const replica = await startRedis(['--replicaof', '127.0.0.1', String(master.port)]);
+  t.after(() => replica.stop());
+  const service = await startAgainst(t, replica);
+  await expectRefusal(service, 'READONLY', /master/);
+  await redisCli(replica.port, 'REPLICAOF', 'NO', 'ONE');
+  await expectRecovery(service, 'after the replica was promoted');
+});
+
+test('MISCONF (a failed RDB save stops writes): 503, a redis_error line pointing at the failed save, /readyz 503', async (t) => {
+  const redis = await startRedis(['--enable-protected-configs', 'yes']);
+  t.after(() => redis.stop());
+  const service = await startAgainst(t, redis);
+  await waitFor(async () => (await request(service.port, service.cert.ca, { path: '/readyz' })).status === 200, 10_000, '/readyz 200');
+  // A save into /proc fails; with a save point configured, Redis then refuses writes (stop-writes-on-bgsave-error).
+  await redisCli(redis.port, 'CONFIG', 'SET', 'save', '3600 1');
+  await redisCli(redis.port, 'CONFIG', 'SET', 'dir', '/proc');
+  await redisCli(redis.port, 'BGSAVE');
+  await waitFor(async () => (await redisCli(redis.port, 'INFO', 'persistence')).includes('rdb_last_bgsave_status:err'), 10_000, 'the failed save');
+  await expectRefusal(service, 'MISCONF', /save/);
+  await redisCli(redis.port, 'CONFIG', 'SET', 'dir', redis.dir);
+  await redisCli(redis.port, 'BGSAVE');
+  await expectRecovery(service, 'after a save succeeded');
+});
+
+test('LOADING (Redis reading its dataset after a restart): 503, a redis_error line saying answers resume, then 201', { timeout: 60_000 }, async (t) => {
+  const dir = tempDir('redis-');
+  // A dataset that takes seconds to load: 20,000 keys, 0.2 ms each, with clients answered while it loads.
+  const seed = await startRedis(['--dir', dir, '--enable-debug-command', 'local']);
+  await redisCli(seed.port, 'DEBUG', 'POPULATE', '20000');
+  await redisCli(seed.port, 'SAVE');
+  await seed.stop();
+  const port = await freePort();
+  const loading = track(spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--save', '', '--appendonly', 'no',
+    '--logfile', '', '--key-load-delay', '200', '--loading-process-events-interval-bytes', '1024'], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  t.after(() => stopChild(loading, 'SIGKILL'));
+  await waitForOutput(loading, /Loading RDB/);
+  const service = await startAgainst(t, { port });
+  await expectRefusal(service, 'LOADING', /loading/);
+  await expectRecovery(service, 'after the dataset was loaded');
+});
