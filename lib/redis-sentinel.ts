@@ -1,10 +1,14 @@
-// Redis replicas watched by Sentinel (failover), built with the official client's own Sentinel support.
-import { createSentinel } from './redis-core.ts';
+// Redis replicas watched by Sentinel (failover): the master's connections go wherever the sentinels last said
+// (sentinel-watch.ts), and move the moment they announce a switch. node-redis's own Sentinel support (createSentinel)
+// follows a switch only 1-2 s after the announcement and retries a command caught by the dead master instead of
+// failing it (see sentinel-watch.ts); it still serves READ_FROM_REPLICAS (sentinel-replicas.ts).
+import { createClient } from './redis-core.ts';
 import type { AppLog } from './app-log.ts';
 import type { HostPort, RedisConfig } from './config.ts';
-import { nodeOptions, probeKey, probeOptions, tlsOptions, type RedisConnection } from './redis-connection.ts';
-import { address, closeWithin, deadline, describeRedisError, keepConnecting, offline, stateReporter } from './redis-failures.ts';
-import { throttle } from './throttle.ts';
+import { nodeOptions, probeKey, probeOptions, type RedisConnection } from './redis-connection.ts';
+import { address, closeWithin, deadline, offline, reconnectDelay, stateReporter } from './redis-failures.ts';
+import { openReplicaReader } from './sentinel-replicas.ts';
+import { watchSentinels } from './sentinel-watch.ts';
 
 export function connectSentinel(config: RedisConfig, log: AppLog): RedisConnection {
   const variables = 'MESSAGES_REDIS_SENTINELS';
@@ -19,84 +23,114 @@ export function connectSentinel(config: RedisConfig, log: AppLog): RedisConnecti
     refused: 'start the sentinels or check MESSAGES_REDIS_SENTINELS',
     credentials: 'the sentinels refused the credentials: check MESSAGES_REDIS_SENTINEL_PASSWORD (their requirepass)',
   });
-  // A failing replica (READ_FROM_REPLICAS) costs only its share of the reads, which its misses send to the master:
-  // a warning at most every 10 s, not an outage.
-  const replicaTrouble = throttle();
-  const replicaHints = { variables, refused: 'a replica is down; reads go to the master until it is back or the sentinels drop it' };
-  // replicaPoolSize > 0: node-redis spreads read-only commands over the master and its replicas.
-  const open = (replicaPoolSize = 0) => {
-    const sentinel = createSentinel({
-      name: config.sentinelName,
-      sentinelRootNodes: config.sentinels,
-      replicaPoolSize,
-      nodeClientOptions: nodeOptions(config),
-      sentinelClientOptions: {
-        ...(config.sentinelPassword === undefined ? {} : { password: config.sentinelPassword }),
-        socket: { ...tlsOptions(config), connectTimeout: config.timeoutMs },
+
+  let master: HostPort | undefined;
+  // Counts moves, so that an address asked for before a move cannot undo it.
+  let moves = 0;
+  let closed = false;
+
+  const connectTo = (node: HostPort) => {
+    const options = nodeOptions(config);
+    const client = createClient({
+      ...options,
+      socket: {
+        ...options.socket, host: node.host, port: node.port,
+        // A lost master may have moved while no sentinel could tell us: ask again at every reconnect.
+        reconnectStrategy: (retries: number) => {
+          relocate();
+          return reconnectDelay(retries);
+        },
       },
-      // RedisSentinel does not pass its node connections' 'client-error' on; with this they come as 'error',
-      // named "Master Client (host:port): ...", "Replica Client ..." or "Sentinel Client ...".
-      passthroughClientErrorEvents: true,
       // deadline() bounds every call; see connectStandalone for why node-redis's own command timeout is off.
       commandOptions: { timeout: 0 },
     });
-    sentinel.on('error', (err: unknown) => {
-      const source = err instanceof Error ? err.message : '';
-      if (source.startsWith('Replica Client')) {
-        const suppressed = replicaTrouble();
-        if (suppressed !== undefined) log.warn('redis_replica_error', { ...describeRedisError(err, `a replica of ${config.sentinelName}`, replicaHints), suppressed });
-        return;
-      }
-      (source.startsWith('Master Client') ? masterState : sentinelState).down(err);
+    client.on('error', (err: unknown) => masterState.down(err));
+    client.on('ready', () => masterState.up({ master: address(node) }));
+    client.connect().catch(() => {
+      // Errors are reported through the 'error' event; connect() keeps retrying by reconnectStrategy.
     });
-    sentinel.on('ready', () => {
-      const master = sentinel.getMasterNode();
-      masterState.up({ master: master === undefined ? undefined : address(master) });
-      sentinelState.up();
-    });
-    return { sentinel, connecting: keepConnecting(() => sentinel.connect(), masterState) };
+    return client;
   };
-  const main = open();
-  const sentinel = main.sentinel;
-  let master: string | undefined;
-  sentinel.on('topology-change', (event: { type: string; node?: HostPort }) => {
-    if (event.type !== 'MASTER_CHANGE' || event.node === undefined) return;
-    const next = address(event.node);
-    if (master !== undefined && master !== next) log.warn('redis_master_changed', { target, from: master, to: next });
-    master = next;
+  let links: { main: ReturnType<typeof connectTo>; durable: ReturnType<typeof connectTo> } | undefined;
+  const moveTo = (node: HostPort) => {
+    if (closed || (master !== undefined && address(master) === address(node))) return;
+    if (master !== undefined) log.warn('redis_master_changed', { target, from: address(master), to: address(node) });
+    master = node;
+    moves += 1;
+    const previous = links;
+    const main = connectTo(node);
+    // WAIT holds its connection until the replicas answer or it times out: durable writes get a connection of their
+    // own, so that reads and readiness probes never queue behind one.
+    links = { main, durable: config.minReplicas > 0 ? connectTo(node) : main };
+    // Commands still waiting on the old master fail now, as a 503, instead of at their deadline.
+    for (const client of new Set([previous?.main, previous?.durable])) {
+      if (client?.isOpen) client.destroy();
+    }
+  };
+
+  let locating = false;
+  let retry: NodeJS.Timeout | undefined;
+  // One question at a time; until a master is known, asked again with backoff.
+  const relocate = (retries = 0): void => {
+    if (locating || closed) return;
+    locating = true;
+    const asked = moves;
+    watch.locate().then((node) => {
+      if (moves === asked) moveTo(node);
+    }, (err: unknown) => {
+      masterState.down(err);
+      if (master === undefined && !closed) retry = setTimeout(() => relocate(retries + 1), reconnectDelay(retries));
+    }).finally(() => {
+      locating = false;
+    });
+  };
+  const watch = watchSentinels(config, bounded, sentinelState, {
+    reachable: () => {
+      if (master === undefined) relocate();
+    },
+    // Taken only from the master it replaces: a late announcement of an earlier switch must not move us back.
+    switched: (from, to) => {
+      if (master === undefined || address(master) === from) moveTo(to);
+    },
   });
-  // WAIT holds its connection until the replicas answer or it times out: durable writes get a connection of their
-  // own, so that reads and PINGs never queue behind one. (Leasing pooled connections with use() instead costs
-  // node-redis a new command class per call: ~100 ms of CPU in 6.3.1.)
-  const durable = config.minReplicas > 0 ? open() : main;
-  // Reads from replicas go through a connection of their own, so that the master one is still there for a read a
-  // lagging replica missed: a message acknowledged a moment ago must not come back 404.
-  const reader = config.readFromReplicas ? open(1) : main;
-  // Before the first connect and after a failed one the client has no master to send to.
-  const whenOpen = <T>(each: typeof main, command: string, work: () => Promise<T>) =>
-    (each.sentinel.isOpen ? bounded(command, work) : Promise.reject(offline()));
+
+  const reader = config.readFromReplicas ? openReplicaReader(config, log) : undefined;
+  const masterLinks = () => {
+    if (links === undefined) throw offline();
+    return links;
+  };
 
   return {
-    set: (key, value, replicas, waitMs) => whenOpen(replicas === 0 ? main : durable, replicas === 0 ? 'SET' : 'SET+WAIT', async () => {
-      if (replicas === 0) return sentinel.set(key, value).then(() => 0);
-      // If the master fails mid-pipeline the client sends SET and WAIT again, together, to the new master.
-      const [, acked] = await durable.sentinel.multi().set(key, value).wait(replicas, waitMs).execAsPipeline();
+    set: (key, value, replicas, waitMs) => bounded(replicas === 0 ? 'SET' : 'SET+WAIT', async () => {
+      const { main, durable } = masterLinks();
+      if (replicas === 0) return main.set(key, value).then(() => 0);
+      // A pipeline is queued even while offline: refuse it here as single commands are.
+      if (!durable.isReady) throw offline();
+      const [, acked] = await durable.multi().set(key, value).wait(replicas, waitMs).execAsPipeline();
       return Number(acked);
     }),
-    get: (key) => whenOpen(reader, 'GET', async () => {
-      if (reader === main) return sentinel.get(key);
-      const fromAnyNode = await reader.sentinel.get(key).catch(() => null);
-      return fromAnyNode ?? sentinel.get(key);
+    get: (key) => bounded('GET', async () => {
+      const fromReplica = reader === undefined ? null : await reader.sentinel.get(key).catch(() => null);
+      return fromReplica ?? masterLinks().main.get(key);
     }),
-    probe: () => whenOpen(main, 'SET', () => sentinel.set(probeKey, '1', probeOptions)).then(() => undefined),
+    probe: () => bounded('SET', () => masterLinks().main.set(probeKey, '1', probeOptions)).then(() => undefined),
+    // Reads need no replica: a read that fails on one is asked of the master.
     get isReady() {
-      return sentinel.isReady && durable.sentinel.isReady && reader.sentinel.isReady;
+      return links !== undefined && links.main.isReady && links.durable.isReady;
     },
     close: async (withinMs) => {
-      await Promise.all([...new Set([main, durable, reader])].map(async (each) => {
-        each.connecting.stop();
-        await closeWithin(withinMs, () => each.sentinel.close(), () => each.sentinel.destroy());
-      }));
+      closed = true;
+      clearTimeout(retry);
+      watch.close();
+      const clients = links === undefined ? [] : [...new Set([links.main, links.durable])];
+      // close() lets replies in flight arrive, within the deadline; a client still reconnecting has none.
+      await Promise.all([
+        ...clients.map(async (client) => {
+          if (client.isReady) await closeWithin(withinMs, () => client.close(), () => client.destroy());
+          else if (client.isOpen) client.destroy();
+        }),
+        reader?.stop(withinMs),
+      ]);
     },
   };
 }

@@ -7,6 +7,7 @@ import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
+import { createClient } from '../lib/redis-core.ts';
 import { freePort, request, startRedis, stopChild, tempDir, track, waitForOutput, type RedisServer, type Reply } from './helpers.ts';
 
 const run = promisify(execFile);
@@ -252,6 +253,38 @@ export async function startReplicationGroup(): Promise<ReplicationGroup> {
     await stopAll(servers);
     throw err;
   }
+}
+
+export interface SwitchWatch {
+  // When each sentinel that has announced it so far published `+switch-master`, and the port it named, by sentinel.
+  seen: Map<number, { at: number; to: number }>;
+  // The first announcement by any sentinel, the moment the switch became public; undefined until there is one.
+  first(): { at: number; to: number } | undefined;
+  stop(): void;
+}
+
+// Subscribes to `+switch-master` on every sentinel of the group, as an operator's monitor would
+// (https://redis.io/docs/latest/operate/oss_and_stack/management/sentinel/#pubsub-messages).
+export async function watchSwitchMaster(group: ReplicationGroup): Promise<SwitchWatch> {
+  const seen = new Map<number, { at: number; to: number }>();
+  const clients = await Promise.all(group.sentinels.map(async (sentinel) => {
+    const client = createClient({ socket: { host: '127.0.0.1', port: sentinel.port, reconnectStrategy: false } });
+    client.on('error', () => {});
+    await client.connect();
+    // "<master name> <old ip> <old port> <new ip> <new port>"
+    await client.subscribe('+switch-master', (message) => {
+      const [name, , , , port] = message.split(' ');
+      if (name === group.name && !seen.has(sentinel.port)) seen.set(sentinel.port, { at: Date.now(), to: Number(port) });
+    });
+    return client;
+  }));
+  return {
+    seen,
+    first: () => [...seen.values()].sort((a, b) => a.at - b.at)[0],
+    stop() {
+      for (const client of clients) client.destroy();
+    },
+  };
 }
 
 // A master watched by one sentinel that asks its own clients for `password` (requirepass). One sentinel cannot

@@ -1,22 +1,26 @@
-// Sentinel mode: the service follows the failover of a SIGKILLed master by itself, answering 503 fast meanwhile;
-// with MIN_REPLICAS=1 no acknowledged write is lost, and the same run with MIN_REPLICAS=0 shows what WAIT buys.
+// Sentinel mode: the service follows a SIGKILLed master's failover within 1 s of the sentinels' +switch-master, and
+// answers 503 fast meanwhile; each run prints its timeline. With MIN_REPLICAS=1 no acknowledged write is lost, and
+// the same run with MIN_REPLICAS=0 shows what WAIT buys.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { digestOf } from '../lib/store.ts';
 import { freePort, makeCert, postMessage, request, serviceEnv, startInProcess, stopChild, tempDir, type InProcess } from './helpers.ts';
-import { get, info, inParallel, keepAliveAgent, pollUntil, post, redisCli, startGuardedSentinel, startReplicationGroup, type ReplicationGroup } from './redis-fixtures.ts';
+import { get, info, inParallel, keepAliveAgent, pollUntil, post, redisCli, startGuardedSentinel, startReplicationGroup, watchSwitchMaster, type ReplicationGroup } from './redis-fixtures.ts';
 
 const writers = 4;
 
-interface Outcome { message: string; status: number; startedAt: number; endedAt: number }
+// reached: the master took the write (a 201, or a 503 because too few replicas acknowledged it).
+interface Outcome { message: string; status: number; reached: boolean; startedAt: number; endedAt: number }
 
+// What a run measured. Times are in ms after the SIGKILL; the sentinels' are as their `+switch-master` reached a
+// subscriber in this test.
 interface RunNumbers {
-  created: number; unavailable: number; lost: number; createdWhileStalled: number; slowest503Ms: number; failoverMs: number; backMs: number;
+  created: number; unavailable: number; lost: number; createdWhileStalled: number;
+  switchMs: number; sentinelsMs: number[]; masterChangedMs: number; firstReachedSentMs: number; replicaOnlineMs: number | undefined; first201Ms: number;
+  slowestCaughtAtKillMs: number; slowestDuringOutageMs: number;
 }
-
-const runs = new Map<number, RunNumbers>();
 
 // The events of an app.log so far, one object per line.
 const appLogEvents = (logDir: string): Array<Record<string, string>> =>
@@ -32,6 +36,8 @@ async function failoverUnderLoad(t: TestContext, minReplicas: number): Promise<{
   });
   const [started, cert] = await Promise.all([startReplicationGroup(), makeCert(dir)]);
   group = started;
+  const watch = await watchSwitchMaster(group);
+  t.after(() => watch.stop());
   const agent = keepAliveAgent(cert.ca, writers);
   t.after(() => agent.destroy());
   app = await startInProcess(serviceEnv({ redis: group.master, cert, dir }, {
@@ -46,8 +52,8 @@ async function failoverUnderLoad(t: TestContext, minReplicas: number): Promise<{
     while (!stopping) {
       const message = `min replicas ${minReplicas}, message ${sequence++}`;
       const startedAt = Date.now();
-      const status = await post(port, cert.ca, agent, message).then((reply) => reply.status, () => 0);
-      outcomes.push({ message, status, startedAt, endedAt: Date.now() });
+      const { status, body } = await post(port, cert.ca, agent, message).catch(() => ({ status: 0, body: '' }));
+      outcomes.push({ message, status, reached: status === 201 || body.includes('required replicas'), startedAt, endedAt: Date.now() });
       // A client honouring Retry-After waits before trying again; 100 ms keeps the run short.
       if (status !== 201) await new Promise((resolve) => setTimeout(resolve, 100));
     }
@@ -63,42 +69,61 @@ async function failoverUnderLoad(t: TestContext, minReplicas: number): Promise<{
     group.link.stall();
     const stalledAt = Date.now();
     await pollUntil('8 answers to writes sent over the stalled link', () => (outcomes.filter((outcome) => outcome.startedAt > stalledAt).length >= 8 ? true : undefined));
+    const killingAt = Date.now();
     await group.master.stop('SIGKILL');
     const killedAt = Date.now();
-    const newMaster = await pollUntil('the sentinels to promote the replica', async () => {
-      const master = await group!.masterPort();
-      return master === group!.master.port ? undefined : master;
-    }, 30_000);
-    const failedOverAt = Date.now();
-    assert.equal(newMaster, group.replica.port);
+    const switched = await pollUntil('a sentinel to announce +switch-master', () => watch.first(), 30_000);
+    assert.equal(switched.to, group.replica.port);
     // A supervisor brings a replacement replica up behind the new master, as after losing any node.
-    await group.addReplica(newMaster);
-    const back = await pollUntil('a 201 after the failover', () => acknowledged().find((outcome) => outcome.startedAt > failedOverAt), 30_000);
+    const added = await group.addReplica(switched.to);
+    let replicaOnlineAt: number | undefined;
+    if (minReplicas > 0) {
+      replicaOnlineAt = await pollUntil('the replacement replica online', async () => {
+        const line = (await info(switched.to, 'replication')).get('slave0') ?? '';
+        return line.includes(`port=${added.port},`) && line.includes('state=online') ? Date.now() : undefined;
+      }, 30_000);
+    }
+    const masterChangedAt = await pollUntil('redis_master_changed in app.log', () => {
+      const line = appLogEvents(path.join(dir, 'logs')).find((event) => event.event === 'redis_master_changed');
+      return line === undefined ? undefined : Date.parse(line.time!);
+    }, 30_000);
+    const reached = await pollUntil('a write sent after the kill to reach the new master', () => outcomes.find((outcome) => outcome.reached && outcome.startedAt >= killedAt), 30_000);
+    const back = await pollUntil('a 201 for a write sent after the kill', () => acknowledged().find((outcome) => outcome.startedAt >= killedAt), 30_000);
     const firstBefore = acknowledged()[0]!;
-    const reread = await pollUntil('a 200 after the failover', async () => {
+    await pollUntil('a 200 after the failover', async () => {
       const reply = await get(port, cert.ca, agent, digestOf(firstBefore.message));
-      return reply.status === 200 ? Date.now() : undefined;
+      return reply.status === 200 ? true : undefined;
     }, 30_000);
     stopping = true;
     await load;
 
-    assert.ok(back.endedAt - failedOverAt <= 15_000, `first 201 came ${back.endedAt - failedOverAt} ms after the failover`);
-    assert.ok(reread - failedOverAt <= 15_000, `first 200 came ${reread - failedOverAt} ms after the failover`);
     const created = acknowledged();
     const read = await inParallel(created, 8, (outcome) => get(port, cert.ca, agent, digestOf(outcome.message)));
     const lost = read.filter((reply, i) => reply.status !== 200 || JSON.parse(reply.body).message !== created[i]!.message).length;
     const unavailable = outcomes.filter((outcome) => outcome.status === 503);
-    const numbers = {
+    const caughtAtKill = unavailable.filter((outcome) => outcome.startedAt < killingAt && outcome.endedAt >= killingAt);
+    const duringOutage = unavailable.filter((outcome) => outcome.startedAt >= killedAt && outcome.endedAt <= masterChangedAt);
+    const numbers: RunNumbers = {
       created: created.length,
       unavailable: unavailable.length,
       lost,
       createdWhileStalled: created.filter((outcome) => outcome.startedAt > stalledAt && outcome.endedAt <= killedAt).length,
-      slowest503Ms: Math.max(0, ...unavailable.map((outcome) => outcome.endedAt - outcome.startedAt)),
-      failoverMs: failedOverAt - killedAt,
-      backMs: back.endedAt - failedOverAt,
+      switchMs: switched.at - killedAt,
+      sentinelsMs: [...watch.seen.values()].map((seen) => seen.at - killedAt).sort((a, b) => a - b),
+      masterChangedMs: masterChangedAt - killedAt,
+      firstReachedSentMs: reached.startedAt - killedAt,
+      replicaOnlineMs: replicaOnlineAt === undefined ? undefined : replicaOnlineAt - killedAt,
+      first201Ms: back.endedAt - killedAt,
+      slowestCaughtAtKillMs: Math.max(0, ...caughtAtKill.map((outcome) => outcome.endedAt - killingAt)),
+      slowestDuringOutageMs: Math.max(0, ...duringOutage.map((outcome) => outcome.endedAt - outcome.startedAt)),
     };
-    runs.set(minReplicas, numbers);
-    t.diagnostic(`MIN_REPLICAS=${minReplicas}: ${JSON.stringify(numbers)}`);
+    t.diagnostic(`MIN_REPLICAS=${minReplicas}: SIGKILL at 0 ms; +switch-master at ${numbers.switchMs} ms ` +
+      `(each sentinel: ${numbers.sentinelsMs.join(', ')} ms); redis_master_changed at ${numbers.masterChangedMs} ms; ` +
+      `${numbers.replicaOnlineMs === undefined ? '' : `first write the new master took sent at ${numbers.firstReachedSentMs} ms; replacement replica online at ${numbers.replicaOnlineMs} ms; `}` +
+      `first 201 at ${numbers.first201Ms} ms. ${numbers.created} acknowledged (201), ${numbers.unavailable} refused (503), ` +
+      `${numbers.lost} acknowledged but lost (${numbers.createdWhileStalled} acknowledged while the replica link was stalled); ` +
+      `503s caught in flight at the kill (${caughtAtKill.length}) ended by ${numbers.slowestCaughtAtKillMs} ms after it, ` +
+      `those sent during the outage (${duringOutage.length}) took at most ${numbers.slowestDuringOutageMs} ms`);
     return { numbers, outcomes };
   } finally {
     stopping = true;
@@ -106,16 +131,29 @@ async function failoverUnderLoad(t: TestContext, minReplicas: number): Promise<{
   }
 }
 
-test('with MIN_REPLICAS=1: serves again within 15 s of a SIGKILLed master\'s failover, loses no acknowledged write, 503s within 2 s', { timeout: 90_000 }, async (t) => {
+// A 503 a client can tell is coming (the connection to the master is gone) must not wait out the deadline.
+const fastMs = 250;
+
+test('with MIN_REPLICAS=1: follows the master and writes reach it within 1 s of +switch-master, 503s fast meanwhile, loses no acknowledged write', { timeout: 90_000 }, async (t) => {
   const { numbers, outcomes } = await failoverUnderLoad(t, 1);
   assert.equal(numbers.lost, 0);
-  assert.ok(numbers.slowest503Ms < 2000, `a 503 took ${numbers.slowest503Ms} ms`);
+  assert.ok(numbers.masterChangedMs - numbers.switchMs <= 1000, `redis_master_changed ${numbers.masterChangedMs - numbers.switchMs} ms after +switch-master`);
+  // Its answer waits for WAIT: when the write was sent tells when writes reached the new master again.
+  assert.ok(numbers.firstReachedSentMs - numbers.switchMs <= 1000, `the first write the new master took was sent ${numbers.firstReachedSentMs - numbers.switchMs} ms after +switch-master`);
+  // A 201 also needs a replica to acknowledge: Redis takes up to its 1 s REPLCONF ACK period for a replica that
+  // has just come online, and WAITs queue behind one another on the durable connection.
+  assert.ok(numbers.first201Ms - numbers.replicaOnlineMs! <= 3000, `first 201 ${numbers.first201Ms - numbers.replicaOnlineMs!} ms after the new master had a replica`);
+  assert.ok(numbers.slowestCaughtAtKillMs < fastMs, `a write caught in flight at the kill was answered ${numbers.slowestCaughtAtKillMs} ms after it`);
+  assert.ok(numbers.slowestDuringOutageMs < fastMs, `a 503 during the outage took ${numbers.slowestDuringOutageMs} ms`);
   assert.deepEqual(outcomes.filter((outcome) => outcome.status !== 201 && outcome.status !== 503), []);
 });
 
-test('with MIN_REPLICAS=0: serves again within 15 s of a SIGKILLed master\'s failover, 503s within 2 s', { timeout: 90_000 }, async (t) => {
+test('with MIN_REPLICAS=0: follows the master and writes again within 1 s of +switch-master, 503s fast meanwhile', { timeout: 90_000 }, async (t) => {
   const { numbers, outcomes } = await failoverUnderLoad(t, 0);
-  assert.ok(numbers.slowest503Ms < 2000, `a 503 took ${numbers.slowest503Ms} ms`);
+  assert.ok(numbers.masterChangedMs - numbers.switchMs <= 1000, `redis_master_changed ${numbers.masterChangedMs - numbers.switchMs} ms after +switch-master`);
+  assert.ok(numbers.first201Ms - numbers.switchMs <= 1000, `first 201 ${numbers.first201Ms - numbers.switchMs} ms after +switch-master`);
+  assert.ok(numbers.slowestCaughtAtKillMs < fastMs, `a write caught in flight at the kill was answered ${numbers.slowestCaughtAtKillMs} ms after it`);
+  assert.ok(numbers.slowestDuringOutageMs < fastMs, `a 503 during the outage took ${numbers.slowestDuringOutageMs} ms`);
   assert.deepEqual(outcomes.filter((outcome) => outcome.status !== 201 && outcome.status !== 503), []);
 });
 
@@ -152,7 +190,8 @@ test('authenticates to sentinels that require a password (MESSAGES_REDIS_SENTINE
   const appLog = (logDir: string) => fs.readFileSync(path.join(dir, logDir, 'app.log'), 'utf8');
 
   const withPassword = await start('with', { MESSAGES_REDIS_SENTINEL_PASSWORD: password });
-  await pollUntil('redis_up', () => appLogEvents(path.join(dir, 'with')).find((line) => line.event === 'redis_up'));
+  // The sentinels' redis_up comes as soon as one answers; the master's once its connections are ready.
+  await pollUntil('redis_up for the master', () => appLogEvents(path.join(dir, 'with')).find((line) => line.event === 'redis_up' && line.target!.startsWith('master ')));
   const created = await postMessage(withPassword.service.port, cert.ca, 'behind a guarded sentinel');
   assert.equal(created.status, 201);
   assert.equal((await request(withPassword.service.port, cert.ca, { path: `/messages/${digestOf('behind a guarded sentinel')}` })).status, 200);
@@ -210,12 +249,4 @@ test('with READ_FROM_REPLICAS=1: GETs reach the replica, and one it lacks (a lag
   const warning = await pollUntil('redis_replica_error in app.log', () => events().find((line) => line.event === 'redis_replica_error'));
   assert.match(warning.hint!, /reads go to the master/);
   assert.deepEqual(events().filter((line) => line.event === 'redis_down'), []);
-});
-
-test('reports both runs side by side', (t) => {
-  for (const [minReplicas, numbers] of runs) {
-    t.diagnostic(`MIN_REPLICAS=${minReplicas}: ${numbers.created} acknowledged (201), ${numbers.unavailable} refused (503), ` +
-      `${numbers.lost} acknowledged but lost (${numbers.createdWhileStalled} acknowledged while the replica link was stalled); ` +
-      `failover ${numbers.failoverMs} ms after the SIGKILL, first 201 ${numbers.backMs} ms after the failover`);
-  }
 });

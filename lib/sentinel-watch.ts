@@ -1,0 +1,76 @@
+// Where the sentinels say the master is: asked with SENTINEL GET-MASTER-ADDR-BY-NAME, and announced by the
+// +switch-master they publish the moment they move it, as the Sentinel client guidelines describe
+// (https://redis.io/docs/latest/develop/reference/sentinel-clients/).
+// node-redis 6.3.1's createSentinel followed a switch only 1.9-2.0 s after it in test/sentinel.test.ts: it subscribes
+// to "switch-master", which never matches the "+switch-master" the sentinels publish; it reads SENTINEL MASTER and
+// refuses a master flagged "disconnected", as the sentinels flagged the new one for 0.8-0.95 s after the switch (a
+// sentinel reconnects to an instance at most once a second); and it sleeps 1 s between tries.
+import type { HostPort, RedisConfig } from './config.ts';
+import { createClient } from './redis-core.ts';
+import { address, offline, reconnectDelay, type Bounded, type StateReporter } from './redis-failures.ts';
+import { tlsOptions } from './redis-connection.ts';
+
+export interface SentinelWatch {
+  // Asks the sentinels in their configured order; the first that knows the master answers.
+  locate(): Promise<HostPort>;
+  close(): void;
+}
+
+export interface SentinelEvents {
+  // A sentinel is reachable again: a master not yet located can be asked for now.
+  reachable(): void;
+  // A sentinel published +switch-master for this master.
+  switched(from: string, to: HostPort): void;
+}
+
+export function watchSentinels(config: RedisConfig, bounded: Bounded, state: StateReporter, events: SentinelEvents): SentinelWatch {
+  // "<master name> <old ip> <old port> <new ip> <new port>"
+  const onSwitch = (message: string) => {
+    const [name, fromHost, fromPort, toHost, toPort] = message.split(' ');
+    if (name === config.sentinelName) events.switched(`${fromHost}:${fromPort}`, { host: toHost!, port: Number(toPort) });
+  };
+  // One connection per sentinel, each subscribed: one that is down or slow to learn of a switch costs nothing.
+  // RESP3 (the client's default) lets the same connection answer SENTINEL commands while subscribed.
+  const clients = config.sentinels.map((node) => {
+    const client = createClient({
+      ...(config.sentinelPassword === undefined ? {} : { password: config.sentinelPassword }),
+      disableOfflineQueue: true,
+      socket: { ...tlsOptions(config), host: node.host, port: node.port, connectTimeout: config.timeoutMs, reconnectStrategy: reconnectDelay },
+    });
+    client.on('error', (err: unknown) => {
+      if (!clients.some((each) => each.isReady)) state.down(err);
+    });
+    client.on('ready', () => {
+      state.up();
+      // The client subscribes again by itself after a reconnect; this covers a first SUBSCRIBE that failed.
+      client.subscribe('+switch-master', onSwitch).catch(() => {});
+      events.reachable();
+    });
+    client.connect().catch(() => {
+      // Errors are reported through the 'error' event; connect() keeps retrying by reconnectStrategy.
+    });
+    return client;
+  });
+
+  return {
+    async locate() {
+      let failure: unknown = offline();
+      for (const [i, client] of clients.entries()) {
+        if (!client.isReady) continue;
+        try {
+          const reply = await bounded('SENTINEL', () => client.sendCommand(['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', config.sentinelName]));
+          if (Array.isArray(reply) && reply.length === 2) return { host: String(reply[0]), port: Number(reply[1]) };
+          failure = new Error(`No such master: sentinel ${address(config.sentinels[i]!)} does not monitor "${config.sentinelName}"`);
+        } catch (err) {
+          failure = err;
+        }
+      }
+      throw failure;
+    },
+    close() {
+      for (const client of clients) {
+        if (client.isOpen) client.destroy();
+      }
+    },
+  };
+}
