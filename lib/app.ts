@@ -4,7 +4,7 @@ import { performance } from 'node:perf_hooks';
 import type { AppLog, LineSink } from './app-log.ts';
 import { accessLine } from './access-log.ts';
 import { readMessage } from './body.ts';
-import { isHttpError, messageNotFound, missingHost, shuttingDown } from './errors.ts';
+import { errorAnswer, isHttpError, messageNotFound, missingHost, securityHeaders, shuttingDown } from './errors.ts';
 import { createRouter } from './router.ts';
 import type { Store } from './store.ts';
 
@@ -20,31 +20,31 @@ const startTimes = new WeakMap<IncomingMessage, number>();
 // A stored message never changes under its digest, so clients may cache it for good (RFC 8246).
 const immutable = 'public, max-age=31536000, immutable';
 
-// On every answer, including those written before a request reaches the app (service.ts).
-export const securityHeaders = { 'X-Content-Type-Options': 'nosniff', 'Strict-Transport-Security': 'max-age=31536000' } as const;
-
 export function createApp({ store, appLog, accessLog, maxBodyBytes }: AppOptions) {
   let draining = false;
 
   function send(req: IncomingMessage, res: ServerResponse, status: number, body: string, headers: Record<string, string | number> = {}) {
-    const length = Buffer.byteLength(body);
+    // A 304 carries the validator and caching headers, no representation metadata (RFC 9110 section 15.4.5).
+    const length = status === 304 ? 0 : Buffer.byteLength(body);
+    const representation = status === 304 ? {} : { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': length, 'Cache-Control': 'no-store' };
     res.writeHead(status, {
-      'Content-Type': 'application/json; charset=utf-8',
-      'Content-Length': length,
-      'Cache-Control': 'no-store',
+      ...representation,
       ...securityHeaders,
-      ...(draining ? { Connection: 'close' } : {}),
+      // An answer given before the request's body arrived (an error) ends the connection: the rest of the body is
+      // read and dropped while it closes (lingering close, connections.ts), never parsed as the next request.
+      ...(draining || !req.complete ? { Connection: 'close' } : {}),
       ...headers,
     });
     res.end(status === 304 ? undefined : body);
-    const bytes = req.method === 'HEAD' || status === 304 ? 0 : length;
+    const bytes = req.method === 'HEAD' ? 0 : length;
     accessLog(accessLine(req, status, bytes, performance.now() - (startTimes.get(req) ?? 0)));
   }
 
   function sendError(req: IncomingMessage, res: ServerResponse, err: unknown) {
     if (res.headersSent) return;
     if (isHttpError(err)) {
-      send(req, res, err.status, JSON.stringify({ err_msg: err.message }), err.headers);
+      const { headers, body } = errorAnswer(err);
+      send(req, res, err.status, body, headers);
       return;
     }
     appLog.error('request_failed', err, { method: req.method, url: req.url?.slice(0, 256) });
@@ -53,7 +53,8 @@ export function createApp({ store, appLog, accessLog, maxBodyBytes }: AppOptions
 
   async function postMessage(req: IncomingMessage, res: ServerResponse) {
     const digest = await store.put(await readMessage(req, maxBodyBytes));
-    send(req, res, 201, `{"digest":"${digest}"}`);
+    // RFC 9110 section 15.3.2: a 201 names the resource it created.
+    send(req, res, 201, `{"digest":"${digest}"}`, { Location: `/messages/${digest}` });
   }
 
   async function getMessage(req: IncomingMessage, res: ServerResponse, digest: string) {

@@ -26,9 +26,9 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       if (settled) return;
       size += chunk.length;
       if (size > limit) {
+        // The rest is read and dropped, never buffered, while the 413 closes the connection.
         settled = true;
-        // Stop reading: the rest is never buffered, and the 413 closes the connection.
-        req.pause();
+        chunks.length = 0;
         reject(payloadTooLarge(limit));
         return;
       }

@@ -1,4 +1,9 @@
-// Every error the API answers with, each carrying its HTTP status where it is thrown.
+// Every error the API answers with, each carrying its HTTP status where it is thrown, and the one renderer of them.
+import { STATUS_CODES } from 'node:http';
+
+// On every answer, including those written on the socket before a request reaches the app.
+export const securityHeaders = { 'X-Content-Type-Options': 'nosniff', 'Strict-Transport-Security': 'max-age=31536000' } as const;
+
 export class HttpError extends Error {
   readonly status: number;
   readonly headers: Readonly<Record<string, string>>;
@@ -39,4 +44,25 @@ export const shuttingDown = () =>
 
 export function isHttpError(value: unknown): value is HttpError {
   return value instanceof HttpError;
+}
+
+// The body and headers of an error answer: {"err_msg"}, never cached, with the security headers and the error's own.
+export function errorAnswer(err: HttpError, extra: Record<string, string> = {}) {
+  const body = JSON.stringify({ err_msg: err.message });
+  const headers: Record<string, string | number> = {
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': Buffer.byteLength(body),
+    'Cache-Control': 'no-store',
+    ...securityHeaders,
+    ...err.headers,
+    ...extra,
+  };
+  return { headers, body };
+}
+
+// The same answer as bytes for the socket, for a request no handler sees.
+export function rawAnswer(err: HttpError, extra: Record<string, string> = {}): { bytes: string; bodyBytes: number } {
+  const { headers, body } = errorAnswer(err, extra);
+  const head = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
+  return { bytes: `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status]}\r\n${head}\r\n${body}`, bodyBytes: Buffer.byteLength(body) };
 }

@@ -6,7 +6,7 @@ import type { AppLog } from './app-log.ts';
 import { createAppLog } from './app-log.ts';
 import { createApp } from './app.ts';
 import { ensureCert } from './certs.ts';
-import { handshakeReporter, rawAnswers, tracked } from './client-errors.ts';
+import { createConnections, handshakeReporter } from './connections.ts';
 import { ConfigError, defaultCertFile, defaultKeyFile, type Config } from './config.ts';
 import type { LogFiles } from './log-files.ts';
 import { connectRedis } from './redis.ts';
@@ -39,7 +39,7 @@ export async function startService(config: Readonly<Config>, logs: LogFiles): Pr
   const pair = loadKeyPair(config.certFile, config.keyFile);
   const store = createStore(connectRedis(config.redis, appLog), { minReplicas: config.redis.minReplicas, timeoutMs: config.redis.timeoutMs });
   const app = createApp({ store, appLog, accessLog: logs.access, maxBodyBytes: config.maxBodyBytes });
-  const handle = tracked(app.handle);
+  const connections = createConnections(app.handle, logs.access, config.maxBodyBytes);
 
   const server = https.createServer({
     ...pair,
@@ -53,14 +53,13 @@ export async function startService(config: Readonly<Config>, logs: LogFiles): Pr
     connectionsCheckingInterval: Math.min(1000, config.headersTimeoutMs),
     // Node's own 400 for a missing Host would not be JSON: app.ts answers it instead.
     requireHostHeader: false,
-  }, handle);
+  }, connections.request);
   server.maxConnections = config.maxConnections;
   server.on('tlsClientError', handshakeReporter(appLog));
-  const answers = rawAnswers(logs.access);
-  server.on('clientError', answers.clientError);
+  server.on('clientError', connections.clientError);
   // RFC 9110 section 10.1.1: an expectation other than 100-continue may be ignored; Node's own answer is a bare 417.
-  server.on('checkExpectation', handle);
-  server.on('connect', answers.connect);
+  server.on('checkExpectation', connections.request);
+  server.on('connect', connections.connect);
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import https from 'node:https';
 import { after, before, describe, test } from 'node:test';
+import { closed, connect } from './attack-fixtures.ts';
 import { makeCert, postMessage, request, serviceEnv, startInProcess, startRedis, tempDir, type Cert, type InProcess, type RedisServer } from './helpers.ts';
 
 const fooDigest = '2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae';
@@ -45,6 +46,12 @@ describe('POST /messages', () => {
     assert.equal(reply.status, 201);
     assert.equal(reply.headers['content-type'], 'application/json; charset=utf-8');
     assert.deepEqual(JSON.parse(reply.body), { digest: fooDigest });
+  });
+
+  test('answers 201 with Location: /messages/<digest> (RFC 9110 section 15.3.2)', async () => {
+    const reply = await postMessage(port, cert.ca, 'foo');
+    assert.equal(reply.status, 201);
+    assert.equal(reply.headers.location, `/messages/${fooDigest}`);
   });
 
   test('answers 201 again when the same message is posted twice', async () => {
@@ -140,12 +147,47 @@ describe('POST /messages', () => {
     assertJsonError(reply, 413, 'Request body exceeds the limit of 1024 bytes');
   });
 
-  test('answers 400 and closes when Content-Length lies low and more bytes follow', async () => {
+  test('answers 400 (not valid JSON), then 400 (Bad request) and closes, when Content-Length lies low and more bytes follow', async () => {
     // Only Content-Length bytes are the body; the rest parses as a malformed next request, never as body.
-    const reply = await post(`{"message":"${'x'.repeat(1100)}"}`, { 'Content-Type': 'application/json', 'Content-Length': 20 });
-    assertJsonError(reply, 400, /^(Bad request|Request body is not valid JSON)$/);
+    const { socket, reader } = await connect(port, cert.ca);
+    const body = `{"message":"${'x'.repeat(1000)}"}`;
+    socket.write(`POST /messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 20\r\n\r\n${body}`);
+    const first = await reader.next('POST');
+    assert.equal(first?.status, 400);
+    assert.deepEqual(JSON.parse(first!.body.toString()), { err_msg: 'Request body is not valid JSON' });
+    const second = await reader.next('GET');
+    assert.equal(second?.status, 400);
+    assert.deepEqual(JSON.parse(second!.body.toString()), { err_msg: 'Bad request' });
+    assert.equal(second!.headers.connection, 'close');
+    // The server closes its side without waiting for the client to close first.
+    await closed(socket);
     assert.equal((await get('/healthz')).status, 200);
   });
+
+  test('a 405 to a request without a body keeps the connection open for the next request', async () => {
+    const { socket, reader } = await connect(port, cert.ca);
+    socket.write('DELETE /messages HTTP/1.1\r\nHost: localhost\r\n\r\nGET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n');
+    const refused = await reader.next('DELETE');
+    assert.equal(refused?.status, 405);
+    assert.equal(refused!.headers.connection, 'keep-alive');
+    assert.equal((await reader.next('GET'))?.status, 200);
+    socket.destroy();
+  });
+
+  for (const [name, head] of [
+    ['415 (Content-Type text/plain)', 'POST /messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: text/plain\r\n'],
+    ['405 (POST /healthz)', 'POST /healthz HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n'],
+  ]) {
+    test(`a ${name} answered while the body is still unread says Connection: close, and the connection closes`, async () => {
+      const { socket, reader } = await connect(port, cert.ca);
+      // Announced but never sent in full: the answer cannot wait for it.
+      socket.write(`${head}Content-Length: 100000\r\n\r\n{"message":"`);
+      const reply = await reader.next('POST');
+      assert.equal(reply?.status, Number(name.slice(0, 3)));
+      assert.equal(reply!.headers.connection, 'close');
+      await closed(socket);
+    });
+  }
 });
 
 describe('GET /messages/<digest>', () => {
@@ -212,6 +254,10 @@ describe('GET /messages/<digest>', () => {
       assert.equal(reply.status, 304);
       assert.equal(reply.body, '');
       assert.equal(reply.headers.etag, `"${fooDigest}"`);
+      assert.equal(reply.headers['cache-control'], 'public, max-age=31536000, immutable');
+      // RFC 9110 section 15.4.5: no representation metadata, and no Content-Length but that of the 200.
+      assert.equal(reply.headers['content-length'], undefined);
+      assert.equal(reply.headers['content-type'], undefined);
     });
   }
 

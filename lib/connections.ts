@@ -1,0 +1,179 @@
+// One HTTPS connection's life: its requests run one at a time in the order they came, the ones the parser read ahead
+// wait unread, answers no handler gives (malformed requests, timeouts, CONNECT) take their turn, and a connection the
+// service ends closes lingering, so that a client still sending reads its answer instead of a reset.
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { AppLog, LineSink } from './app-log.ts';
+import { accessLine, refusedLine } from './access-log.ts';
+import { badRequest, errorAnswer, HttpError, methodNotAllowed, rawAnswer } from './errors.ts';
+import { throttle } from './throttle.ts';
+
+// How long a connection the service closes may linger after its last answer, reading and dropping what the client
+// still sends (nginx's lingering_close); it is destroyed sooner once the client closes or sends more than the cap.
+export const lingerMs = 2000;
+
+// A request the parser has emitted. A refused one (llhttp refuses some only after emitting them) never runs.
+interface Turn { req: IncomingMessage; res: ServerResponse; state: 'waiting' | 'started' | 'refused' }
+
+interface Connection {
+  socket: Socket;
+  turns: Turn[]; // not yet answered, in arrival order; only turns[0] ever runs
+  closing: boolean;
+  last: (() => void) | undefined; // a raw answer that ends the connection, once the turns ahead of it are answered
+}
+
+// What the access log says of an answer written on the socket, given its status and body bytes.
+type Describe = (status: number, bytes: number) => string;
+
+const clientErrors: Record<string, HttpError> = {
+  HPE_HEADER_OVERFLOW: new HttpError(431, 'Request header fields too large'),
+  ERR_HTTP_REQUEST_TIMEOUT: new HttpError(408, 'Request timed out'),
+};
+
+// Rate-limited: scanners and plain-HTTP probes must not flood app.log (one line per 10 s, with a count).
+export function handshakeReporter(appLog: AppLog) {
+  const allow = throttle();
+  return (err: Error, socket: Socket) => {
+    const remote = socket.remoteAddress;
+    // Node leaves the socket open after a handshake timeout: the listener must close it (fastify#3251).
+    socket.destroy();
+    const suppressed = allow();
+    if (suppressed !== undefined) appLog.warn('tls_handshake_failed', { remote, reason: err.message.slice(0, 200), suppressed });
+  };
+}
+
+// `lingerBytes` caps what a closing connection reads and drops.
+export function createConnections(handle: RequestListener, accessLog: LineSink, lingerBytes: number) {
+  const connections = new WeakMap<Socket, Connection>();
+
+  // End the connection after what is queued on it: FIN, then read and drop until the client closes, lingerMs pass, or
+  // it sends more than lingerBytes. A destroy() at once would reset a client still sending (RFC 9112 section 9.6).
+  function close(socket: Socket, connection: Connection | undefined, last?: string): void {
+    if (connection !== undefined) connection.closing = true;
+    if (socket.destroyed) return;
+    if (last === undefined) socket.end();
+    else socket.end(last);
+    const limit = socket.bytesRead + lingerBytes;
+    const timer = setTimeout(() => socket.destroy(), lingerMs);
+    socket.on('data', () => {
+      if (socket.bytesRead > limit) socket.destroy();
+    });
+    socket.once('close', () => clearTimeout(timer));
+    socket.resume();
+  }
+
+  function connectionOf(socket: Socket): Connection {
+    let connection = connections.get(socket);
+    if (connection === undefined) {
+      const created: Connection = { socket, turns: [], closing: false, last: undefined };
+      connection = created;
+      connections.set(socket, created);
+      // Node ends a connection after its last answer with destroySoon() (end, then destroy at once): linger instead.
+      socket.destroySoon = () => close(socket, created);
+      // Asked while the connection is open, the address is kept by Node: the access-log line of a request whose
+      // client left before the answer still has it.
+      void socket.remoteAddress;
+    }
+    return connection;
+  }
+
+  // The next turn runs once the one before it is answered; the first waits one tick, for a refusal.
+  function advance(connection: Connection): void {
+    while (connection.turns[0]?.state === 'refused') connection.turns.shift();
+    const next = connection.turns[0];
+    if (next === undefined) {
+      connection.last?.();
+      connection.last = undefined;
+      if (!connection.closing) connection.socket.resume();
+      return;
+    }
+    if (next.state !== 'waiting') return;
+    next.state = 'started';
+    // 'close' follows 'finish' (the answer handed to the kernel) and an aborted answer alike.
+    next.res.once('close', () => {
+      connection.turns.shift();
+      advance(connection);
+    });
+    handle(next.req, next.res);
+  }
+
+  // Answers in order: after the turns ahead of it, then the connection closes.
+  function answerLast(connection: Connection | undefined, socket: Socket, err: HttpError, describe: Describe): void {
+    const answer = () => {
+      const { bytes, bodyBytes } = rawAnswer(err, { Connection: 'close' });
+      close(socket, connection, bytes);
+      accessLog(describe(err.status, bodyBytes));
+    };
+    if (connection === undefined || connection.turns.every((turn) => turn.state === 'refused')) answer();
+    else connection.last = answer;
+  }
+
+  // A request that runs while its body is cut (the request timeout, a malformed chunk) is answered through its own
+  // response; one that has already answered is only closed.
+  function answerThrough(socket: Socket, turn: Turn, err: HttpError): void {
+    if (turn.res.headersSent) {
+      socket.destroy();
+      return;
+    }
+    const { headers, body } = errorAnswer(err, { Connection: 'close' });
+    turn.res.writeHead(err.status, headers);
+    turn.res.end(body);
+    accessLog(accessLine(turn.req, err.status, Buffer.byteLength(body), undefined));
+  }
+
+  // The first line of what the parser was reading, when that is the start of the request: the bytes are all the
+  // connection has carried (a request sent in pieces fails on a later one) and held no request before this one.
+  // Otherwise the line is left unknown rather than guessed.
+  function requestLineOf(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Socket): string | undefined {
+    if (err.rawPacket === undefined || socket.bytesRead !== err.rawPacket.length || connections.has(socket)) return undefined;
+    const text = err.rawPacket.subarray(0, 2048).toString('latin1');
+    const end = text.indexOf('\n');
+    return (end === -1 ? text : text.slice(0, end)).replace(/\r$/, '');
+  }
+
+  return {
+    request(req: IncomingMessage, res: ServerResponse): void {
+      const connection = connectionOf(req.socket);
+      // A request pipelined behind an answer that ends the connection is never answered: the client sent it unasked.
+      if (connection.closing) {
+        req.socket.destroy();
+        return;
+      }
+      connection.turns.push({ req, res, state: 'waiting' });
+      if (connection.turns.length === 1) process.nextTick(advance, connection);
+      // What the parser reads ahead waits unread: TCP pushes back on a client that pipelines faster than it is answered.
+      else req.socket.pause();
+    },
+
+    // Malformed HTTP and timeouts: answered in JSON like every other error, then the connection closes.
+    clientError(err: NodeJS.ErrnoException, socket: Socket): void {
+      // A client that reset or closed in the middle of a request reads no answer; one written anyway can hang the
+      // socket until the headers timeout.
+      if (err.code === 'ECONNRESET' || err.code === 'HPE_INVALID_EOF_STATE' || !socket.writable) {
+        socket.destroy();
+        return;
+      }
+      const connection = connections.get(socket);
+      const error = clientErrors[err.code ?? ''] ?? badRequest('Bad request');
+      const last = connection?.turns.at(-1);
+      // A request still arriving is the one the error is about (refused by the parser, or its request timeout).
+      if (last !== undefined && !last.req.complete) {
+        if (last.state === 'started') {
+          answerThrough(socket, last, error);
+          return;
+        }
+        last.state = 'refused';
+        answerLast(connection, socket, error, (status, bytes) => accessLine(last.req, status, bytes, undefined));
+        return;
+      }
+      const remote = socket.remoteAddress;
+      const requestLine = requestLineOf(err, socket);
+      answerLast(connection, socket, error, (status, bytes) => refusedLine(remote, requestLine, status, bytes));
+    },
+
+    // Node drops a CONNECT without a word unless someone listens; this service is no proxy (RFC 9110 section 9.3.6).
+    connect(req: IncomingMessage, socket: Socket): void {
+      answerLast(connections.get(socket), socket, methodNotAllowed('CONNECT', 'GET, HEAD, POST'), (status, bytes) => accessLine(req, status, bytes, undefined));
+    },
+  };
+}
