@@ -23,6 +23,7 @@ export interface RedisConfig {
   sentinelPassword: string | undefined; // the sentinels' own (requirepass), not the master's
   minReplicas: number;
   timeoutMs: number;
+  maxInflight: number;
 }
 
 export interface Config {
@@ -35,13 +36,38 @@ export interface Config {
   logMaxBytes: number;
   logBackupCount: number;
   maxBodyBytes: number;
+  maxBufferedBytes: number;
   maxConnections: number;
+  maxConnectionsPerIp: number;
+  minBodyRate: number;
   headersTimeoutMs: number;
   requestTimeoutMs: number;
   keepAliveTimeoutMs: number;
+  sendTimeoutMs: number;
   shutdownTimeoutMs: number;
   redis: RedisConfig;
 }
+
+// Every integer setting: its variable, default and range. 0 means off where a setting allows it.
+const integers = {
+  port: ['MESSAGES_PORT', 5000, 0, 65535],
+  logMaxBytes: ['MESSAGES_LOG_MAX_BYTES', 100_000_000, 0, Number.MAX_SAFE_INTEGER],
+  logBackupCount: ['MESSAGES_LOG_BACKUP_COUNT', 5, 0, 1000],
+  maxBodyBytes: ['MESSAGES_MAX_BODY_BYTES', 1_048_576, 16, 1_073_741_824],
+  maxBufferedBytes: ['MESSAGES_MAX_BUFFERED_BYTES', 67_108_864, 16, Number.MAX_SAFE_INTEGER],
+  maxConnections: ['MESSAGES_MAX_CONNECTIONS', 10_000, 1, 1_000_000],
+  maxConnectionsPerIp: ['MESSAGES_MAX_CONNECTIONS_PER_IP', 0, 0, 1_000_000],
+  maxInflight: ['MESSAGES_MAX_INFLIGHT', 128, 1, 100_000],
+  minBodyRate: ['MESSAGES_MIN_BODY_RATE', 240, 0, 1_073_741_824],
+  headersTimeoutMs: ['MESSAGES_HEADERS_TIMEOUT_MS', 10_000, 100, 600_000],
+  requestTimeoutMs: ['MESSAGES_REQUEST_TIMEOUT_MS', 30_000, 100, 600_000],
+  keepAliveTimeoutMs: ['MESSAGES_KEEPALIVE_TIMEOUT_MS', 5_000, 100, 600_000],
+  sendTimeoutMs: ['MESSAGES_SEND_TIMEOUT_MS', 30_000, 100, 600_000],
+  shutdownTimeoutMs: ['MESSAGES_SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000],
+  redisPort: ['MESSAGES_REDIS_PORT', 6379, 1, 65535],
+  redisMinReplicas: ['MESSAGES_REDIS_MIN_REPLICAS', 0, 0, 100],
+  redisTimeoutMs: ['MESSAGES_REDIS_TIMEOUT_MS', 1000, 50, 60_000],
+} as const satisfies Record<string, readonly [string, number, number, number]>;
 
 export class ConfigError extends Error {}
 
@@ -121,12 +147,16 @@ function workers(env: Env): number {
 }
 
 export function loadConfig(env: Env = process.env): Readonly<Config> {
+  const int = (key: keyof typeof integers) => {
+    const [name, fallback, min, max] = integers[key];
+    return integer(env, name, fallback, min, max);
+  };
   const url = redisUrl(env);
   const caFile = optional(env, 'MESSAGES_REDIS_CA_FILE');
   const redis: RedisConfig = {
     url,
     host: text(env, 'MESSAGES_REDIS_HOST', 'localhost'),
-    port: integer(env, 'MESSAGES_REDIS_PORT', 6379, 1, 65535),
+    port: int('redisPort'),
     username: optional(env, 'MESSAGES_REDIS_USERNAME'),
     password: optional(env, 'MESSAGES_REDIS_PASSWORD'),
     tls: flag(env, 'MESSAGES_REDIS_TLS') || (url?.startsWith('rediss:') ?? false),
@@ -136,31 +166,46 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     sentinels: hostPortList(env, 'MESSAGES_REDIS_SENTINELS'),
     sentinelName: text(env, 'MESSAGES_REDIS_SENTINEL_NAME', 'mymaster'),
     sentinelPassword: optional(env, 'MESSAGES_REDIS_SENTINEL_PASSWORD'),
-    minReplicas: integer(env, 'MESSAGES_REDIS_MIN_REPLICAS', 0, 0, 100),
-    timeoutMs: integer(env, 'MESSAGES_REDIS_TIMEOUT_MS', 1000, 50, 60_000),
+    minReplicas: int('redisMinReplicas'),
+    timeoutMs: int('redisTimeoutMs'),
+    maxInflight: int('maxInflight'),
   };
   if (redis.clusterNodes.length > 0 && redis.sentinels.length > 0) {
     throw new ConfigError('The values of "MESSAGES_REDIS_CLUSTER_NODES" and "MESSAGES_REDIS_SENTINELS" are in conflict. Set at most one of them');
   }
+  // The URL names one server; Cluster and Sentinel modes find theirs from the seeds: its credentials would be lost.
+  for (const name of ['MESSAGES_REDIS_CLUSTER_NODES', 'MESSAGES_REDIS_SENTINELS'] as const) {
+    if (url !== undefined && optional(env, name) !== undefined) {
+      throw new ConfigError(`The values of "MESSAGES_REDIS_URL" and "${name}" are in conflict. Set MESSAGES_REDIS_USERNAME, MESSAGES_REDIS_PASSWORD and MESSAGES_REDIS_TLS instead of the URL`);
+    }
+  }
   const config: Config = {
-    port: integer(env, 'MESSAGES_PORT', 5000, 0, 65535),
+    port: int('port'),
     bind: text(env, 'MESSAGES_BIND', '0.0.0.0'),
     workers: workers(env),
     certFile: filePath(env, 'MESSAGES_CERT_FILE', defaultCertFile),
     keyFile: filePath(env, 'MESSAGES_KEY_FILE', defaultKeyFile),
     logDir: filePath(env, 'MESSAGES_LOG_DIR', 'logs'),
-    logMaxBytes: integer(env, 'MESSAGES_LOG_MAX_BYTES', 100_000_000, 0, Number.MAX_SAFE_INTEGER),
-    logBackupCount: integer(env, 'MESSAGES_LOG_BACKUP_COUNT', 5, 0, 1000),
-    maxBodyBytes: integer(env, 'MESSAGES_MAX_BODY_BYTES', 1_048_576, 16, 1_073_741_824),
-    maxConnections: integer(env, 'MESSAGES_MAX_CONNECTIONS', 10_000, 1, 1_000_000),
-    headersTimeoutMs: integer(env, 'MESSAGES_HEADERS_TIMEOUT_MS', 10_000, 100, 600_000),
-    requestTimeoutMs: integer(env, 'MESSAGES_REQUEST_TIMEOUT_MS', 30_000, 100, 600_000),
-    keepAliveTimeoutMs: integer(env, 'MESSAGES_KEEPALIVE_TIMEOUT_MS', 5_000, 100, 600_000),
-    shutdownTimeoutMs: integer(env, 'MESSAGES_SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000),
+    logMaxBytes: int('logMaxBytes'),
+    logBackupCount: int('logBackupCount'),
+    maxBodyBytes: int('maxBodyBytes'),
+    maxBufferedBytes: int('maxBufferedBytes'),
+    maxConnections: int('maxConnections'),
+    maxConnectionsPerIp: int('maxConnectionsPerIp'),
+    minBodyRate: int('minBodyRate'),
+    headersTimeoutMs: int('headersTimeoutMs'),
+    requestTimeoutMs: int('requestTimeoutMs'),
+    keepAliveTimeoutMs: int('keepAliveTimeoutMs'),
+    sendTimeoutMs: int('sendTimeoutMs'),
+    shutdownTimeoutMs: int('shutdownTimeoutMs'),
     redis: Object.freeze(redis),
   };
   if (config.requestTimeoutMs < config.headersTimeoutMs) {
     throw new ConfigError(`The value of "MESSAGES_REQUEST_TIMEOUT_MS" is out of range. It must be >= MESSAGES_HEADERS_TIMEOUT_MS (${config.headersTimeoutMs}). Received ${config.requestTimeoutMs}`);
+  }
+  // A body of the largest size allowed must fit, or such a request would wait for ever.
+  if (config.maxBufferedBytes < config.maxBodyBytes) {
+    throw new ConfigError(`The value of "MESSAGES_MAX_BUFFERED_BYTES" is out of range. It must be >= MESSAGES_MAX_BODY_BYTES (${config.maxBodyBytes}). Received ${config.maxBufferedBytes}`);
   }
   return Object.freeze(config);
 }

@@ -1,9 +1,10 @@
 // Redis Cluster (sharding), built with the official client's own cluster support.
 import { createCluster } from './redis-core.ts';
 import type { AppLog } from './app-log.ts';
+import { boundedCalls } from './redis-calls.ts';
 import type { HostPort, RedisConfig } from './config.ts';
 import { nodeOptions, probeKey, probeOptions, type RedisConnection } from './redis-connection.ts';
-import { address, closeWithin, deadline, keepConnecting, offline, stateReporter, type StateReporter } from './redis-failures.ts';
+import { address, closeWithin, keepConnecting, offline, stateReporter, type StateReporter } from './redis-failures.ts';
 
 const clusterSlots = 16384;
 
@@ -26,7 +27,7 @@ export function connectCluster(config: RedisConfig, log: AppLog): RedisConnectio
     refused: 'start the node or check MESSAGES_REDIS_CLUSTER_NODES; the cluster promotes a replica of a failed master after cluster-node-timeout',
   };
   const seeds = `cluster ${config.clusterNodes.map(address).join(',')}`;
-  const bounded = deadline(config.timeoutMs, log, seeds);
+  const bounded = boundedCalls(config, log, seeds);
   const seedState = stateReporter(log, seeds, hints);
   const nodeStates = new Map<string, StateReporter>();
   const nodeState = (node: HostPort) => {
@@ -40,7 +41,7 @@ export function connectCluster(config: RedisConfig, log: AppLog): RedisConnectio
       // The seeds only serve discovery: credentials and TLS reach the discovered nodes through `defaults`.
       defaults: nodeOptions(config),
       useReplicas: config.readFromReplicas,
-      // deadline() bounds every call; see connectStandalone for why node-redis's own command timeout is off.
+      // boundedCalls() bounds every call; see connectStandalone for why node-redis's own command timeout is off.
       commandOptions: { timeout: 0 },
     });
     cluster.on('error', (err: unknown) => seedState.down(err));

@@ -29,7 +29,7 @@ export function nodeOptions(config: RedisConfig) {
     ...(config.password === undefined ? {} : { password: config.password }),
     // Fail fast while disconnected instead of queueing requests that would hang until Redis returns.
     disableOfflineQueue: true,
-    // Commands a stalled Redis never takes stay queued once deadline() has answered 503 for them (the per-command
+    // Commands a stalled Redis never takes stay queued once boundedCalls() has answered 503 for them (the per-command
     // timeout is off, see connectStandalone): this bounds the queue, and past it commands fail at once.
     commandsQueueMaxLength: 10_000,
     socket: { ...tlsOptions(config), connectTimeout: config.timeoutMs, reconnectStrategy: reconnectDelay },

@@ -1,9 +1,8 @@
-// How trouble on a Redis link is bounded, retried and reported, in every mode: a deadline on each call, backoff on
-// reconnects, one app.log line per outage and per recovery with a hint an operator can act on.
+// How trouble on a Redis link is retried and reported, in every mode: backoff on reconnects, one app.log line per
+// outage and per recovery with a hint an operator can act on, and a bounded close.
 import type { AppLog } from './app-log.ts';
 import type { HostPort } from './config.ts';
-import { replyHint, replyKind, replyReporter } from './redis-replies.ts';
-import { throttle } from './throttle.ts';
+import { replyHint, replyKind } from './redis-replies.ts';
 
 // Exponential backoff with jitter, capped at 2 s so recovery is seen within a few seconds of Redis returning.
 export function reconnectDelay(retries: number): number {
@@ -63,44 +62,6 @@ export function stateReporter(log: AppLog, target: string, hints = standaloneHin
 }
 
 export const offline = () => new Error('The connection to Redis is not ready');
-
-// `command` names what is sent (SET, GET, ...) for the log; never a key or a value.
-export type Bounded = <T>(command: string, work: () => Promise<T>) => Promise<T>;
-
-// node-redis's command timeout ends once a command is written; this bounds the reply too, so a hung or failing-over
-// Redis costs a request at most `ms`. A hung Redis raises no error event: misses are logged, at most once per 10 s.
-// Error replies (OOM, NOPERM, ...) are logged here too, one line per kind per 10 s.
-export function deadline(ms: number, log: AppLog, target: string): Bounded {
-  const allow = throttle();
-  const refused = replyReporter(log, target);
-  const expire = (reject: (err: Error) => void) => {
-    const suppressed = allow();
-    if (suppressed !== undefined) {
-      log.warn('redis_timeout', { target, timeoutMs: ms, missed: suppressed + 1, hint: `${target} did not answer in time: a failover, a hung server, replicas slow to acknowledge WAIT, or MESSAGES_REDIS_TIMEOUT_MS too low` });
-    }
-    reject(new Error(`Redis did not answer within ${ms} ms`));
-  };
-  return (command, work) => new Promise((resolve, reject) => {
-    let settled = false;
-    // A timer runs before the loop reads its sockets: when it fires late (the process was busy), a reply that came
-    // in time is read first, in the same loop turn, so that a 503 means Redis missed the deadline.
-    const timer = setTimeout(() => setImmediate(() => {
-      if (!settled) expire(reject);
-      settled = true;
-    }), ms);
-    work().then((value) => {
-      settled = true;
-      clearTimeout(timer);
-      resolve(value);
-    }, (err: unknown) => {
-      settled = true;
-      clearTimeout(timer);
-      const kind = replyKind(err);
-      if (kind !== undefined) refused(command, kind);
-      reject(err);
-    });
-  });
-}
 
 export const address = (node: HostPort) => `${node.host}:${node.port}`;
 

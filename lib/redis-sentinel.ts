@@ -4,16 +4,17 @@
 // failing it (see sentinel-watch.ts); it still serves READ_FROM_REPLICAS (sentinel-replicas.ts).
 import { createClient } from './redis-core.ts';
 import type { AppLog } from './app-log.ts';
+import { boundedCalls } from './redis-calls.ts';
 import type { HostPort, RedisConfig } from './config.ts';
 import { nodeOptions, probeKey, probeOptions, type RedisConnection } from './redis-connection.ts';
-import { address, closeWithin, deadline, offline, reconnectDelay, stateReporter } from './redis-failures.ts';
+import { address, closeWithin, offline, reconnectDelay, stateReporter } from './redis-failures.ts';
 import { openReplicaReader } from './sentinel-replicas.ts';
 import { watchSentinels } from './sentinel-watch.ts';
 
 export function connectSentinel(config: RedisConfig, log: AppLog): RedisConnection {
   const variables = 'MESSAGES_REDIS_SENTINELS';
   const target = `master ${config.sentinelName} via sentinels ${config.sentinels.map(address).join(',')}`;
-  const bounded = deadline(config.timeoutMs, log, target);
+  const bounded = boundedCalls(config, log, target);
   const masterState = stateReporter(log, target, {
     variables,
     refused: 'the master is down; the sentinels promote a replica once a quorum agrees, and writes resume by themselves',
@@ -41,7 +42,7 @@ export function connectSentinel(config: RedisConfig, log: AppLog): RedisConnecti
           return reconnectDelay(retries);
         },
       },
-      // deadline() bounds every call; see connectStandalone for why node-redis's own command timeout is off.
+      // boundedCalls() bounds every call; see connectStandalone for why node-redis's own command timeout is off.
       commandOptions: { timeout: 0 },
     });
     client.on('error', (err: unknown) => masterState.down(err));

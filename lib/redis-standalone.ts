@@ -1,21 +1,22 @@
 // A standalone Redis server: one connection for reads and writes, and one of its own for durable writes.
 import { createClient } from './redis-core.ts';
 import type { AppLog } from './app-log.ts';
+import { boundedCalls } from './redis-calls.ts';
 import type { RedisConfig } from './config.ts';
 import { nodeOptions, probeKey, probeOptions, type RedisConnection } from './redis-connection.ts';
-import { closeWithin, deadline, offline, stateReporter } from './redis-failures.ts';
+import { closeWithin, offline, stateReporter } from './redis-failures.ts';
 
 export function connectStandalone(config: RedisConfig, log: AppLog): RedisConnection {
   const target = config.url === undefined ? `${config.host}:${config.port}` : new URL(config.url).host;
   const state = stateReporter(log, target);
-  const bounded = deadline(config.timeoutMs, log, target);
+  const bounded = boundedCalls(config, log, target);
   const open = () => {
     const options = nodeOptions(config);
     const client = createClient({
       ...options,
       ...(config.url === undefined ? {} : { url: config.url }),
       socket: { ...options.socket, ...(config.url === undefined ? { host: config.host, port: config.port } : {}) },
-      // deadline() bounds every command from call to reply. node-redis's own timeout would add an AbortSignal.timeout
+      // boundedCalls() bounds every command from call to reply. node-redis's own timeout would add an AbortSignal.timeout
       // per command (a timer, then a DOMException when it fires) for a bound that ends once the command is written.
       commandOptions: { timeout: 0 },
     });

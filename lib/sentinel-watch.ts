@@ -7,7 +7,8 @@
 // sentinel reconnects to an instance at most once a second); and it sleeps 1 s between tries.
 import type { HostPort, RedisConfig } from './config.ts';
 import { createClient } from './redis-core.ts';
-import { address, offline, reconnectDelay, type Bounded, type StateReporter } from './redis-failures.ts';
+import type { Bounded } from './redis-calls.ts';
+import { address, offline, reconnectDelay, type StateReporter } from './redis-failures.ts';
 import { tlsOptions } from './redis-connection.ts';
 
 export interface SentinelWatch {

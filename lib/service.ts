@@ -55,6 +55,9 @@ export async function startService(config: Readonly<Config>, logs: LogFiles): Pr
     requireHostHeader: false,
   }, connections.request);
   server.maxConnections = config.maxConnections;
+  // A connection that moves no byte either way for this long while a request is in progress (a client that stopped
+  // reading its answer, or sending its body) is destroyed; Node's keep-alive timeout covers idle connections.
+  server.timeout = config.sendTimeoutMs;
   server.on('tlsClientError', handshakeReporter(appLog));
   server.on('clientError', connections.clientError);
   // RFC 9110 section 10.1.1: an expectation other than 100-continue may be ignored; Node's own answer is a bare 417.

@@ -23,6 +23,11 @@ test('uses the documented defaults when nothing is set', () => {
   assert.equal(config.logMaxBytes, 100_000_000);
   assert.equal(config.logBackupCount, 5);
   assert.equal(config.maxBodyBytes, 1_048_576);
+  assert.equal(config.maxBufferedBytes, 67_108_864);
+  assert.equal(config.maxConnectionsPerIp, 0);
+  assert.equal(config.redis.maxInflight, 128);
+  assert.equal(config.minBodyRate, 240);
+  assert.equal(config.sendTimeoutMs, 30_000);
 });
 
 test('returns a frozen object', () => {
@@ -86,6 +91,21 @@ for (const [name, value, message] of [
 
 test('rejects cluster nodes and sentinels set together', () => {
   assert.throws(() => loadConfig({ MESSAGES_REDIS_CLUSTER_NODES: 'a:1', MESSAGES_REDIS_SENTINELS: 'b:2' }), /MESSAGES_REDIS_CLUSTER_NODES.*MESSAGES_REDIS_SENTINELS/);
+});
+
+for (const name of ['MESSAGES_REDIS_CLUSTER_NODES', 'MESSAGES_REDIS_SENTINELS']) {
+  test(`rejects MESSAGES_REDIS_URL with ${name}, naming both: the URL would be ignored there`, () => {
+    assert.throws(() => loadConfig({ MESSAGES_REDIS_URL: 'redis://u:secret@h:1', [name]: 'a:1' }), (err: unknown) => {
+      assert.ok(err instanceof ConfigError);
+      assert.equal(err.message, `The values of "MESSAGES_REDIS_URL" and "${name}" are in conflict. Set MESSAGES_REDIS_USERNAME, MESSAGES_REDIS_PASSWORD and MESSAGES_REDIS_TLS instead of the URL`);
+      return true;
+    });
+  });
+}
+
+test('rejects MESSAGES_MAX_BUFFERED_BYTES below MESSAGES_MAX_BODY_BYTES: the largest body could never be read', () => {
+  assert.throws(() => loadConfig({ MESSAGES_MAX_BODY_BYTES: '2048', MESSAGES_MAX_BUFFERED_BYTES: '1024' }),
+    { message: 'The value of "MESSAGES_MAX_BUFFERED_BYTES" is out of range. It must be >= MESSAGES_MAX_BODY_BYTES (2048). Received 1024' });
 });
 
 test('rejects a request timeout shorter than the headers timeout', () => {

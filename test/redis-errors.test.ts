@@ -35,7 +35,9 @@ async function expectRefusal(service: Started, kind: string, hint: RegExp): Prom
   const lines = await waitFor(() => {
     const found = appLogEvents(service.logDir).filter((line) => line.event === 'redis_error');
     return found.length > 0 ? found : undefined;
-  }, 5000, `redis_error (${kind}) in app.log`);
+  }, 5000, `redis_error (${kind}) in app.log`).catch((err: Error) => {
+    throw new Error(`${err.message}; app.log has ${JSON.stringify(appLogEvents(service.logDir).map((line) => [line.event, line.cause]))}`);
+  });
   assert.equal(lines.length, 1, `one line per kind per 10 s: ${JSON.stringify(lines)}`);
   const [line] = lines as [Record<string, unknown>];
   assert.equal(line.reply, kind);

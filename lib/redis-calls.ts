@@ -1,0 +1,83 @@
+// Every Redis call, in every mode: one of MESSAGES_MAX_INFLIGHT slots, waited for at most the Redis timeout, then at
+// most the Redis timeout for the reply. Misses, a full process and error replies are logged, each at most every 10 s.
+import type { AppLog } from './app-log.ts';
+import { replyKind, replyReporter } from './redis-replies.ts';
+import { throttle } from './throttle.ts';
+
+// `command` names what is sent (SET, GET, ...) for the log; never a key or a value.
+export type Bounded = <T>(command: string, work: () => Promise<T>) => Promise<T>;
+
+export interface CallLimits { timeoutMs: number; maxInflight: number }
+
+export function boundedCalls({ timeoutMs, maxInflight }: CallLimits, log: AppLog, target: string): Bounded {
+  const missed = throttle();
+  const full = throttle();
+  const refused = replyReporter(log, target);
+  let inflight = 0;
+  // Calls waiting for a slot, oldest first; one that gave up is left in place as undefined.
+  const waiting: Array<(() => void) | undefined> = [];
+
+  const expire = (reject: (err: Error) => void) => {
+    const suppressed = missed();
+    if (suppressed !== undefined) {
+      log.warn('redis_timeout', { target, timeoutMs, missed: suppressed + 1, hint: `${target} did not answer in time: a failover, a hung server, replicas slow to acknowledge WAIT, or MESSAGES_REDIS_TIMEOUT_MS too low` });
+    }
+    reject(new Error(`Redis did not answer within ${timeoutMs} ms`));
+  };
+
+  const release = () => {
+    let next: (() => void) | undefined;
+    while (next === undefined && waiting.length > 0) next = waiting.shift();
+    if (next === undefined) inflight -= 1;
+    else next();
+  };
+
+  // node-redis's command timeout ends once a command is written; this bounds the reply too, so a hung or failing-over
+  // Redis costs a call at most timeoutMs. A hung Redis raises no error event: misses are logged here.
+  const run = <T>(command: string, work: () => Promise<T>) => new Promise<T>((resolve, reject) => {
+    let settled = false;
+    // A timer runs before the loop reads its sockets: when it fires late (the process was busy), a reply that came
+    // in time is read first, in the same loop turn, so that a 503 means Redis missed the deadline.
+    const timer = setTimeout(() => setImmediate(() => {
+      if (!settled) expire(reject);
+      settled = true;
+    }), timeoutMs);
+    work().then((value) => {
+      settled = true;
+      clearTimeout(timer);
+      resolve(value);
+    }, (err: unknown) => {
+      settled = true;
+      clearTimeout(timer);
+      const kind = replyKind(err);
+      if (kind !== undefined) refused(command, kind);
+      reject(err);
+    });
+  }).finally(release);
+
+  // The slot is taken at once when one is free; otherwise the call waits its turn, at most timeoutMs.
+  const waitForSlot = () => new Promise<void>((resolve, reject) => {
+    const index = waiting.push(() => {
+      clearTimeout(timer);
+      resolve();
+    }) - 1;
+    const entry = waiting[index];
+    const timer = setTimeout(() => {
+      const at = waiting.indexOf(entry);
+      if (at !== -1) waiting[at] = undefined;
+      const suppressed = full();
+      if (suppressed !== undefined) {
+        log.warn('redis_busy', { target, maxInflight, timeoutMs, refused: suppressed + 1, hint: `${maxInflight} Redis calls were in flight for ${timeoutMs} ms: raise MESSAGES_MAX_INFLIGHT or add workers, or look for a slow Redis` });
+      }
+      reject(new Error(`No Redis call slot within ${timeoutMs} ms`));
+    }, timeoutMs);
+  });
+
+  return (command, work) => {
+    if (inflight < maxInflight) {
+      inflight += 1;
+      return run(command, work);
+    }
+    return waitForSlot().then(() => run(command, work));
+  };
+}
