@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { AppLog, LineSink } from './app-log.ts';
 import { accessLine } from './access-log.ts';
-import { readMessage } from './body.ts';
+import { readMessage, type BodyLimits } from './body.ts';
 import { errorAnswer, isHttpError, messageNotFound, missingHost, securityHeaders, shuttingDown } from './errors.ts';
 import { createRouter } from './router.ts';
 import type { Store } from './store.ts';
@@ -12,7 +12,7 @@ export interface AppOptions {
   store: Store;
   appLog: AppLog;
   accessLog: LineSink;
-  maxBodyBytes: number;
+  body: BodyLimits;
 }
 
 const startTimes = new WeakMap<IncomingMessage, number>();
@@ -20,7 +20,7 @@ const startTimes = new WeakMap<IncomingMessage, number>();
 // A stored message never changes under its digest, so clients may cache it for good (RFC 8246).
 const immutable = 'public, max-age=31536000, immutable';
 
-export function createApp({ store, appLog, accessLog, maxBodyBytes }: AppOptions) {
+export function createApp({ store, appLog, accessLog, body: bodyLimits }: AppOptions) {
   let draining = false;
 
   function send(req: IncomingMessage, res: ServerResponse, status: number, body: string, headers: Record<string, string | number> = {}) {
@@ -52,7 +52,8 @@ export function createApp({ store, appLog, accessLog, maxBodyBytes }: AppOptions
   }
 
   async function postMessage(req: IncomingMessage, res: ServerResponse) {
-    const digest = await store.put(await readMessage(req, maxBodyBytes));
+    const { message, release } = await readMessage(req, bodyLimits);
+    const digest = await store.put(message).finally(release);
     // RFC 9110 section 15.3.2: a 201 names the resource it created.
     send(req, res, 201, `{"digest":"${digest}"}`, { Location: `/messages/${digest}` });
   }

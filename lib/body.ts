@@ -1,6 +1,8 @@
-// Reads and validates the JSON body of POST /messages: media type, size limit, UTF-8, shape.
+// Reads and validates the JSON body of POST /messages: media type, size limit, buffered bytes, data rate, UTF-8, shape.
 import type { IncomingMessage } from 'node:http';
-import { badRequest, payloadTooLarge, unsupportedMediaType } from './errors.ts';
+import { performance } from 'node:perf_hooks';
+import type { Budget, Release } from './budget.ts';
+import { badRequest, bodyTooSlow, payloadTooLarge, unsupportedMediaType } from './errors.ts';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -12,39 +14,62 @@ export function isJson(contentType: string | undefined): boolean {
   return type === 'application/json';
 }
 
-// Settles exactly once: with the whole body, or with a 413 as soon as the limit is passed. The listeners are inline
-// and stay on the request, which ends with this exchange: tsx's keepNames gives every named closure a
-// defineProperty call, which was the largest cost of reading a body.
-export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+export interface BodyLimits {
+  maxBytes: number; // MESSAGES_MAX_BODY_BYTES
+  minRate: number; // MESSAGES_MIN_BODY_RATE, bytes per second after the grace period; 0 = none
+  budget: Budget; // MESSAGES_MAX_BUFFERED_BYTES for the whole process
+}
+
+// A body may start slowly (a client's first round trips, TCP slow start); from then on it must keep a minimum rate,
+// as Kestrel's MinRequestBodyDataRate (240 bytes/s after 5 s) does, or its connection goes to a client that sends.
+const rateGraceMs = 5000;
+
+// The most a body can hold: its Content-Length, else (chunked) the limit. A larger Content-Length is a 413 at once.
+function largestSize(req: IncomingMessage, limit: number): number {
   const declared = req.headers['content-length'];
-  if (declared !== undefined && Number(declared) > limit) return Promise.reject(payloadTooLarge(limit));
+  if (declared === undefined) return limit;
+  if (Number(declared) > limit) throw payloadTooLarge(limit);
+  return Number(declared);
+}
+
+// Settles exactly once: with the whole body, a 413 as soon as the limit is passed, or a 408 when it comes too slowly.
+// The listeners are inline and stay on the request, which ends with this exchange: tsx's keepNames gives every named
+// closure a defineProperty call, which was the largest cost of reading a body.
+function readBody(req: IncomingMessage, { maxBytes: limit, minRate }: BodyLimits): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     let settled = false;
+    const started = performance.now();
+    const fail = (err: Error) => {
+      settled = true;
+      chunks.length = 0;
+      clearInterval(rate);
+      reject(err);
+    };
+    // Checked each second once the grace period is over.
+    const rate = setInterval(() => {
+      const elapsedMs = performance.now() - started;
+      if (elapsedMs >= rateGraceMs && size < (minRate * elapsedMs) / 1000) fail(bodyTooSlow(minRate));
+    }, 1000);
+    if (minRate === 0) clearInterval(rate);
     req.on('data', (chunk: Buffer) => {
       if (settled) return;
       size += chunk.length;
-      if (size > limit) {
-        // The rest is read and dropped, never buffered, while the 413 closes the connection.
-        settled = true;
-        chunks.length = 0;
-        reject(payloadTooLarge(limit));
-        return;
-      }
-      chunks.push(chunk);
+      // The rest is read and dropped, never buffered, while the 413 closes the connection.
+      if (size > limit) fail(payloadTooLarge(limit));
+      else chunks.push(chunk);
     });
     req.on('end', () => {
       if (settled) return;
       settled = true;
+      clearInterval(rate);
       resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
     });
     // The client went away mid-body: a 4xx for the access log, never an error in the process. 'close' always follows
     // an abort, and Node emits the request's 'error' only to a listener (IncomingMessage's onError), so none is added.
     req.on('close', () => {
-      if (settled) return;
-      settled = true;
-      reject(badRequest('Request body was not received completely'));
+      if (!settled) fail(badRequest('Request body was not received completely'));
     });
   });
 }
@@ -74,7 +99,15 @@ export function parseMessage(body: Buffer): string {
   return message;
 }
 
-export async function readMessage(req: IncomingMessage, limit: number): Promise<string> {
+// Reads the message of a POST once its body fits the process's budget; `release` gives the bytes back once the
+// message is stored (or refused).
+export async function readMessage(req: IncomingMessage, limits: BodyLimits): Promise<{ message: string; release: Release }> {
   if (!isJson(req.headers['content-type'])) throw unsupportedMediaType(req.headers['content-type']);
-  return parseMessage(await readBody(req, limit));
+  const release = await limits.budget.reserve(largestSize(req, limits.maxBytes), req);
+  try {
+    return { message: parseMessage(await readBody(req, limits)), release };
+  } catch (err) {
+    release();
+    throw err;
+  }
 }

@@ -2,7 +2,7 @@
 // wait unread, answers no handler gives (malformed requests, timeouts, CONNECT) take their turn, and a connection the
 // service ends closes lingering, so that a client still sending reads its answer instead of a reset.
 import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import type { AppLog, LineSink } from './app-log.ts';
 import { accessLine, refusedLine } from './access-log.ts';
 import { badRequest, errorAnswer, HttpError, methodNotAllowed, rawAnswer } from './errors.ts';
@@ -40,6 +40,27 @@ export function handshakeReporter(appLog: AppLog) {
     const suppressed = allow();
     if (suppressed !== undefined) appLog.warn('tls_handshake_failed', { remote, reason: err.message.slice(0, 200), suppressed });
   };
+}
+
+// MESSAGES_MAX_CONNECTIONS_PER_IP: one address beyond `max` connections is refused at accept, before TLS costs
+// anything. Behind a load balancer every client has its address, so it is off (0) by default.
+export function limitPerAddress(server: Server, max: number): void {
+  if (max === 0) return;
+  const open = new Map<string, number>();
+  server.on('connection', (socket: Socket) => {
+    const address = socket.remoteAddress ?? '';
+    const count = (open.get(address) ?? 0) + 1;
+    if (count > max) {
+      socket.destroy();
+      return;
+    }
+    open.set(address, count);
+    socket.once('close', () => {
+      const left = open.get(address)! - 1;
+      if (left === 0) open.delete(address);
+      else open.set(address, left);
+    });
+  });
 }
 
 // `lingerBytes` caps what a closing connection reads and drops.

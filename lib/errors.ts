@@ -34,11 +34,13 @@ export const methodNotAllowed = (method: string, allow: string) =>
   new HttpError(405, `Method ${truncate(method, 32)} not allowed; allowed: ${allow}`, { Allow: allow });
 export const payloadTooLarge = (limit: number) =>
   new HttpError(413, `Request body exceeds the limit of ${limit} bytes`, { Connection: 'close' });
+export const bodyTooSlow = (rate: number) => new HttpError(408, `Request body arrived slower than ${rate} bytes/s`);
 export const unsupportedMediaType = (type: string | undefined) =>
   new HttpError(415, `Content-Type must be application/json; received ${type === undefined ? 'none' : truncate(type, 64)}`);
-// Retry-After: RFC 9110 section 10.2.3; storage outages are usually short.
+// Retry-After: RFC 9110 section 10.2.3. Outages and overloads are usually short; 1 to 5 s at random, so that the
+// clients refused in one second do not all come back in the same next one.
 export const storageUnavailable = (reason = 'Storage is unavailable, retry later') =>
-  new HttpError(503, reason, { 'Retry-After': '1' });
+  new HttpError(503, reason, { 'Retry-After': String(1 + Math.floor(Math.random() * 5)) });
 export const shuttingDown = () =>
   new HttpError(503, 'Server is shutting down, retry later', { 'Retry-After': '1', Connection: 'close' });
 

@@ -36,12 +36,17 @@ export function boundedCalls({ timeoutMs, maxInflight }: CallLimits, log: AppLog
   // Redis costs a call at most timeoutMs. A hung Redis raises no error event: misses are logged here.
   const run = <T>(command: string, work: () => Promise<T>) => new Promise<T>((resolve, reject) => {
     let settled = false;
-    // A timer runs before the loop reads its sockets: when it fires late (the process was busy), a reply that came
-    // in time is read first, in the same loop turn, so that a 503 means Redis missed the deadline.
-    const timer = setTimeout(() => setImmediate(() => {
-      if (!settled) expire(reject);
-      settled = true;
-    }), timeoutMs);
+    let timer: NodeJS.Timeout | undefined;
+    // The deadline starts once node-redis has written the command (it writes in the same check phase, just before),
+    // and a timer that fires late (the process was busy) lets the loop read its sockets first: a reply that came in
+    // time is never a 503, which then means that Redis missed the deadline.
+    setImmediate(() => {
+      if (settled) return;
+      timer = setTimeout(() => setImmediate(() => {
+        if (!settled) expire(reject);
+        settled = true;
+      }), timeoutMs);
+    });
     work().then((value) => {
       settled = true;
       clearTimeout(timer);

@@ -5,8 +5,9 @@ import { performance } from 'node:perf_hooks';
 import type { AppLog } from './app-log.ts';
 import { createAppLog } from './app-log.ts';
 import { createApp } from './app.ts';
+import { createBudget } from './budget.ts';
 import { ensureCert } from './certs.ts';
-import { createConnections, handshakeReporter } from './connections.ts';
+import { createConnections, handshakeReporter, limitPerAddress } from './connections.ts';
 import { ConfigError, defaultCertFile, defaultKeyFile, type Config } from './config.ts';
 import type { LogFiles } from './log-files.ts';
 import { connectRedis } from './redis.ts';
@@ -38,7 +39,8 @@ export async function startService(config: Readonly<Config>, logs: LogFiles): Pr
   const appLog = createAppLog(logs.app);
   const pair = loadKeyPair(config.certFile, config.keyFile);
   const store = createStore(connectRedis(config.redis, appLog), { minReplicas: config.redis.minReplicas, timeoutMs: config.redis.timeoutMs });
-  const app = createApp({ store, appLog, accessLog: logs.access, maxBodyBytes: config.maxBodyBytes });
+  const body = { maxBytes: config.maxBodyBytes, minRate: config.minBodyRate, budget: createBudget(config.maxBufferedBytes) };
+  const app = createApp({ store, appLog, accessLog: logs.access, body });
   const connections = createConnections(app.handle, logs.access, config.maxBodyBytes);
 
   const server = https.createServer({
@@ -55,6 +57,7 @@ export async function startService(config: Readonly<Config>, logs: LogFiles): Pr
     requireHostHeader: false,
   }, connections.request);
   server.maxConnections = config.maxConnections;
+  limitPerAddress(server, config.maxConnectionsPerIp);
   // A connection that moves no byte either way for this long while a request is in progress (a client that stopped
   // reading its answer, or sending its body) is destroyed; Node's keep-alive timeout covers idle connections.
   server.timeout = config.sendTimeoutMs;

@@ -2,16 +2,21 @@
 // Redis replies and buffered bodies; each attack is bounded in time and count, and a normal client keeps being served.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import https from 'node:https';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { after, before, test, type TestContext } from 'node:test';
 import tls from 'node:tls';
 import { promisify } from 'node:util';
 import { ResponseReader, startCapturing, type Captured } from './attack-fixtures.ts';
+import { createAppLog } from '../lib/app-log.ts';
+import { boundedCalls } from '../lib/redis-calls.ts';
+import { createClient } from '../lib/redis-core.ts';
 import { digestOf } from '../lib/store.ts';
-import { info } from './redis-fixtures.ts';
-import { makeCert, postMessage, request, serviceEnv, startRedis, tempDir, waitFor, type Cert, type RedisServer } from './helpers.ts';
+import { info, redisCliBatch } from './redis-fixtures.ts';
+import { makeCert, postMessage, request, serviceEnv, spawnService, startRedis, stopChild, tempDir, waitFor, type Cert, type RedisServer } from './helpers.ts';
 
 const run = promisify(execFile);
 
@@ -133,4 +138,142 @@ test('3,000 GETs of a 1 MB message pipelined in one write leave Redis below 256 
   t.diagnostic(`peak of Redis client buffers ${(peak / 2 ** 20).toFixed(1)} MiB; ${statuses.length} GETs of a normal client meanwhile`);
   assert.ok(peak < 256 * 2 ** 20, `Redis held ${(peak / 2 ** 20).toFixed(0)} MiB of client buffers`);
   assert.deepEqual([...new Set(statuses)], [200]);
+});
+
+test('a burst of 400 concurrent 1 MB POSTs within the limits gets at least 95% 201s, and every 201 is stored', { timeout: 120_000 }, async (t) => {
+  const dir = tempDir();
+  const service = await spawnService(serviceEnv({ redis, cert, dir }));
+  t.after(() => stopChild(service.child, 'SIGKILL'));
+  const messages = Array.from({ length: 400 }, (_, i) => `${String(i).padStart(4, '0')}${randomBytes(375_000).toString('base64')}`);
+  const agent = new https.Agent({ keepAlive: false, maxSockets: 400, ca: cert.ca });
+  t.after(() => agent.destroy());
+  const replies = await Promise.all(messages.map((message) => request(service.port, cert.ca, {
+    method: 'POST', path: '/messages', agent, headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ message }),
+  }).catch((err: Error) => ({ status: 0, headers: {}, body: err.message }))));
+  const created = replies.filter((reply) => reply.status === 201).length;
+  const others = replies.filter((reply) => reply.status !== 201).map((reply) => `${reply.status} ${reply.body.slice(0, 80)}`);
+  const warnings = service.output().split('\n').filter((line) => /redis_(timeout|busy|down|error)/.test(line));
+  t.diagnostic(`${created} of 400 answered 201; others: ${JSON.stringify([...new Set(others)])}; ${warnings.join(' ')}`);
+  assert.ok(created >= 380, `${created} of 400 answered 201`);
+  for (const [i, reply] of replies.entries()) {
+    if (reply.status === 201) assert.equal(JSON.parse(reply.body).digest, digestOf(messages[i]!));
+  }
+  const stored = await redisCliBatch(redis.port, replies.flatMap((reply, i) => (reply.status === 201 ? [['EXISTS', `messages:${digestOf(messages[i]!)}`]] : [])));
+  assert.deepEqual([...new Set(stored)], ['1']);
+});
+
+test('a reply that came in time while the process was busy is no timeout: a 503 means Redis missed its deadline', async (t) => {
+  const client = createClient({ socket: { host: '127.0.0.1', port: redis.port } });
+  await client.connect();
+  t.after(() => client.destroy());
+  const lines: string[] = [];
+  const bounded = boundedCalls({ timeoutMs: 200, maxInflight: 8 }, createAppLog((line) => lines.push(line)), 'test');
+  const reply = bounded('PING', () => client.ping());
+  // node-redis writes its commands once the current turn of the loop is done.
+  await new Promise((resolve) => setImmediate(resolve));
+  // The process is busy (other requests' bodies) past the deadline; the reply waits in the socket meanwhile.
+  const busyUntil = performance.now() + 500;
+  while (performance.now() < busyUntil) { /* busy */ }
+  assert.equal(await reply, 'PONG');
+  assert.deepEqual(lines, []);
+});
+
+// A POST whose body is sent in two parts: the first at once, the rest when `finish` is called.
+function postInParts(port: number, body: string, firstBytes: number) {
+  const req = https.request({ host: '127.0.0.1', servername: 'localhost', port, ca: cert.ca, agent: false, method: 'POST', path: '/messages',
+    headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) } });
+  const answered = new Promise<{ status: number; at: number }>((resolve) => {
+    req.on('response', (res) => {
+      res.resume();
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, at: performance.now() }));
+    });
+    req.on('error', () => resolve({ status: 0, at: performance.now() }));
+  });
+  req.write(body.slice(0, firstBytes));
+  return { answered, finish: () => req.end(body.slice(firstBytes)) };
+}
+
+test('a body is read only once it fits MESSAGES_MAX_BUFFERED_BYTES: a small POST waits while two large ones hold it all', { timeout: 30_000 }, async (t) => {
+  const large = (tag: string) => JSON.stringify({ message: tag.repeat(990_000) });
+  // Room for the two large bodies and 10 bytes more: not for the small one's 19.
+  const app = await serve(t, { MESSAGES_MAX_BODY_BYTES: '1000000', MESSAGES_MAX_BUFFERED_BYTES: String(2 * large('a').length + 10) });
+  const port = app.service.port;
+  const first = postInParts(port, large('a'), 1000);
+  const second = postInParts(port, large('b'), 1000);
+  await waitFor(async () => (await connectionCount(app)) === 2, 5000, 'both large POSTs connected');
+  // Both large bodies are being read: their bytes are held until one of them is stored.
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  const small = postInParts(port, JSON.stringify({ message: 'small' }), 1000);
+  const smallAnswered = small.answered;
+  const early = await Promise.race([smallAnswered.then(() => 'answered'), new Promise((resolve) => setTimeout(resolve, 1000, 'waiting'))]);
+  assert.equal(early, 'waiting', 'the small POST was read while the budget was full');
+  first.finish();
+  const [firstAnswer, smallAnswer] = await Promise.all([first.answered, smallAnswered]);
+  assert.equal(firstAnswer.status, 201);
+  assert.equal(smallAnswer.status, 201);
+  assert.ok(smallAnswer.at >= firstAnswer.at, 'the small POST was answered before the budget freed');
+  second.finish();
+  assert.equal((await second.answered).status, 201);
+});
+
+test('a body slower than MESSAGES_MIN_BODY_RATE after the 5 s grace gets 408 and loses its connection', { timeout: 30_000 }, async (t) => {
+  const app = await serve(t);
+  const client = await stubbornClient(t, app.service.port);
+  const sent = performance.now();
+  client.socket.write('POST /messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{');
+  const answer = await client.reader.next('POST', 15_000);
+  const elapsedMs = performance.now() - sent;
+  assert.equal(answer?.status, 408);
+  assert.deepEqual(JSON.parse(answer!.body.toString()), { err_msg: 'Request body arrived slower than 240 bytes/s' });
+  assert.equal(answer!.headers.connection, 'close');
+  assert.ok(elapsedMs >= 5000 && elapsedMs < 7500, `answered after ${elapsedMs.toFixed(0)} ms`);
+  await waitFor(async () => (await connectionCount(app)) === 0, 5000, 'the connection released');
+});
+
+test('with MESSAGES_MAX_CONNECTIONS_PER_IP, one address re-opening stalled POSTs cannot hold every slot: others get through', { timeout: 60_000 }, async (t) => {
+  const app = await serve(t, { MESSAGES_MAX_CONNECTIONS: '200', MESSAGES_MAX_CONNECTIONS_PER_IP: '20' });
+  const port = app.service.port;
+  let attacking = true;
+  let refusedAttempts = 0;
+  const open = new Set<net.Socket>();
+  // 250 lanes from 127.0.0.2, each re-opening a POST that sends its headers and one body byte, for 10 s.
+  const lane = async () => {
+    while (attacking) {
+      const tcp = net.connect({ port, host: '127.0.0.1', localAddress: '127.0.0.2' });
+      open.add(tcp);
+      // A full accept queue drops SYNs: a connection not up within 2 s is given up.
+      tcp.setTimeout(2000, () => tcp.destroy());
+      const socket = tls.connect({ socket: tcp, ca: cert.ca, servername: 'localhost' });
+      socket.once('secureConnect', () => tcp.setTimeout(0));
+      socket.on('error', () => {});
+      socket.once('secureConnect', () => socket.write('POST /messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{'));
+      const outcome = await new Promise<string>((resolve) => {
+        socket.once('secureConnect', () => resolve('open'));
+        socket.once('close', () => resolve('refused'));
+      });
+      if (outcome === 'refused') refusedAttempts += 1;
+      else if (!socket.closed) await new Promise((resolve) => socket.once('close', resolve));
+      tcp.destroy();
+      open.delete(tcp);
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  };
+  const lanes = Array.from({ length: 250 }, lane);
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  const outcomes: number[] = [];
+  const until = performance.now() + 9000;
+  while (performance.now() < until) {
+    outcomes.push(await Promise.race([
+      healthz(port).then((reply) => reply.status, () => 0),
+      new Promise<number>((resolve) => setTimeout(resolve, 2000, -1)),
+    ]));
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+  attacking = false;
+  for (const socket of open) socket.destroy();
+  await Promise.all(lanes);
+  const served = outcomes.filter((status) => status === 200).length;
+  t.diagnostic(`normal client: ${served} of ${outcomes.length} answered 200; attacker: ${refusedAttempts} connections refused`);
+  assert.ok(served >= outcomes.length / 2, `${served} of ${outcomes.length} served`);
+  assert.ok(refusedAttempts > 0, 'the attacker was never refused');
 });

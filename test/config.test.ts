@@ -23,7 +23,7 @@ test('uses the documented defaults when nothing is set', () => {
   assert.equal(config.logMaxBytes, 100_000_000);
   assert.equal(config.logBackupCount, 5);
   assert.equal(config.maxBodyBytes, 1_048_576);
-  assert.equal(config.maxBufferedBytes, 67_108_864);
+  assert.equal(config.maxBufferedBytes, 16_777_216);
   assert.equal(config.maxConnectionsPerIp, 0);
   assert.equal(config.redis.maxInflight, 128);
   assert.equal(config.minBodyRate, 240);

@@ -1,0 +1,61 @@
+// The bytes of request bodies one process holds at once (MESSAGES_MAX_BUFFERED_BYTES): a body is read only once its
+// largest size fits, from reading until its write is answered; the others wait unread, in arrival order, so that TCP
+// pushes back on their clients instead of the process growing with them.
+import type { IncomingMessage } from 'node:http';
+import { badRequest } from './errors.ts';
+
+export type Release = () => void;
+
+interface Waiter { bytes: number; grant: () => void }
+
+export function createBudget(maxBytes: number) {
+  let held = 0;
+  const waiting: Waiter[] = [];
+
+  const grantWaiting = () => {
+    while (waiting.length > 0 && held + waiting[0]!.bytes <= maxBytes) {
+      const next = waiting.shift()!;
+      held += next.bytes;
+      next.grant();
+    }
+  };
+
+  const releaser = (bytes: number): Release => {
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      held -= bytes;
+      grantWaiting();
+    };
+  };
+
+  return {
+    // Resolves once `bytes` are held for `req`; a request that closes while it waits gives up its place.
+    reserve(bytes: number, req: IncomingMessage): Promise<Release> {
+      if (waiting.length === 0 && held + bytes <= maxBytes) {
+        held += bytes;
+        return Promise.resolve(releaser(bytes));
+      }
+      return new Promise((resolve, reject) => {
+        const waiter: Waiter = {
+          bytes,
+          grant: () => {
+            req.off('close', giveUp);
+            resolve(releaser(bytes));
+          },
+        };
+        const giveUp = () => {
+          waiting.splice(waiting.indexOf(waiter), 1);
+          grantWaiting();
+          reject(badRequest('Request body was not received completely'));
+        };
+        waiting.push(waiter);
+        req.once('close', giveUp);
+      });
+    },
+    held: () => held,
+  };
+}
+
+export type Budget = ReturnType<typeof createBudget>;
