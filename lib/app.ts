@@ -4,8 +4,10 @@ import { performance } from 'node:perf_hooks';
 import type { AppLog, LineSink } from './app-log.ts';
 import { accessLine } from './access-log.ts';
 import { readMessage, type BodyLimits } from './body.ts';
-import { errorAnswer, isHttpError, messageNotFound, missingHost, securityHeaders, shuttingDown } from './errors.ts';
-import { createRouter } from './router.ts';
+import {
+  errorAnswer, isHttpError, messageNotFound, missingHost, securityHeaders, shuttingDown, targetWithoutHost, versionNotSupported,
+} from './errors.ts';
+import { authorityOf, createRouter } from './router.ts';
 import type { Store } from './store.ts';
 
 export interface AppOptions {
@@ -89,7 +91,11 @@ export function createApp({ store, appLog, accessLog, body: bodyLimits }: AppOpt
     startTimes.set(req, performance.now());
     try {
       if (draining) throw shuttingDown();
-      if (req.headers.host === undefined && req.httpVersion === '1.1') throw missingHost();
+      if (req.httpVersion !== '1.1' && req.httpVersion !== '1.0') throw versionNotSupported();
+      // RFC 9112 section 3.2: an HTTP/1.1 request names its host, in Host or in an absolute-form target.
+      const authority = authorityOf(req.url ?? '');
+      if (authority === '') throw targetWithoutHost();
+      if (authority === undefined && req.headers.host === undefined && req.httpVersion === '1.1') throw missingHost();
       const { handler, param } = route(req.method ?? '', req.url ?? '');
       const pending = handler(req, res, param);
       if (pending !== undefined) pending.catch((err: unknown) => sendError(req, res, err));

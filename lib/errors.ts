@@ -28,6 +28,10 @@ export function truncate(value: string, max = 256): string {
 export const badRequest = (reason: string) => new HttpError(400, reason);
 // RFC 9112 section 3.2: an HTTP/1.1 request without Host must be answered 400.
 export const missingHost = () => badRequest('Header "Host" is missing');
+export const targetWithoutHost = () => badRequest('Request target has no host');
+// RFC 9110 section 15.6.6; the connection closes, since the client speaks another protocol.
+export const versionNotSupported = () =>
+  new HttpError(505, 'HTTP version not supported; use HTTP/1.1', { Connection: 'close' });
 export const messageNotFound = (digest: string) => new HttpError(404, `Message not found for hash: ${truncate(digest)}`);
 export const pathNotFound = () => new HttpError(404, 'Not found');
 export const methodNotAllowed = (method: string, allow: string) =>

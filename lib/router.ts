@@ -19,10 +19,19 @@ function allowOf(methods: Methods): string {
   return names.sort().join(', ');
 }
 
+// An absolute-form target (RFC 9112 section 3.2.2): scheme, authority, then the path and query.
+const absoluteForm = /^[a-z][a-z0-9+.-]*:\/\/([^/?#]*)(.*)$/i;
+
+// The authority of an absolute-form target ('' when it has none), or undefined for an origin-form one ("/a?b").
+export function authorityOf(url: string): string | undefined {
+  return url.startsWith('/') ? undefined : absoluteForm.exec(url)?.[1];
+}
+
 // Only the path matters for routing; the query string is ignored, never parsed.
 export function pathOf(url: string): string {
-  const end = url.indexOf('?');
-  return end === -1 ? url : url.slice(0, end);
+  const target = url.startsWith('/') ? url : (absoluteForm.exec(url)?.[2] || '/');
+  const end = target.indexOf('?');
+  return end === -1 ? target : target.slice(0, end);
 }
 
 // A malformed percent-escape is returned as given rather than thrown (polka's rule).

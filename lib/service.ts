@@ -12,7 +12,7 @@ import { ConfigError, defaultCertFile, defaultKeyFile, type Config } from './con
 import type { LogFiles } from './log-files.ts';
 import { connectRedis } from './redis.ts';
 import { createStore } from './store.ts';
-import { loadKeyPair, minVersion, reloadKeyPair } from './tls.ts';
+import { loadKeyPair, reloadKeyPair, tlsSettings } from './tls.ts';
 
 export interface Service {
   server: https.Server;
@@ -45,7 +45,7 @@ export async function startService(config: Readonly<Config>, logs: LogFiles): Pr
 
   const server = https.createServer({
     ...pair,
-    minVersion,
+    ...tlsSettings,
     headersTimeout: config.headersTimeoutMs,
     requestTimeout: config.requestTimeoutMs,
     keepAliveTimeout: config.keepAliveTimeoutMs,

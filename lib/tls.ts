@@ -1,17 +1,26 @@
-// The server's certificate and key: loaded at start, reloaded on SIGHUP without dropping connections.
+// The server's certificate, key and TLS settings: loaded at start, reloaded on SIGHUP without dropping connections.
 import fs from 'node:fs';
 import type { Server } from 'node:https';
 import tls from 'node:tls';
 
 export interface KeyPair { cert: Buffer; key: Buffer }
 
-// Only TLS 1.2 and 1.3 (RFC 8996 deprecates 1.0 and 1.1).
-export const minVersion = 'TLSv1.2';
+export const tlsSettings = {
+  // Only TLS 1.2 and 1.3 (RFC 8996 deprecates 1.0 and 1.1).
+  minVersion: 'TLSv1.2',
+  // TLS 1.3's three default suites, and for TLS 1.2 Mozilla's "intermediate" list: ECDHE key exchange (forward secrecy)
+  // with AEAD only, no CBC. Its DHE suites are left out: they need DH parameters, which the service does not set.
+  ciphers: [
+    'TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384', 'TLS_CHACHA20_POLY1305_SHA256',
+    'ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES128-GCM-SHA256', 'ECDHE-ECDSA-AES256-GCM-SHA384',
+    'ECDHE-RSA-AES256-GCM-SHA384', 'ECDHE-ECDSA-CHACHA20-POLY1305', 'ECDHE-RSA-CHACHA20-POLY1305',
+  ].join(':'),
+} as const;
 
 // Reads and checks a pair; createSecureContext throws when the key does not match the certificate.
 export function loadKeyPair(certFile: string, keyFile: string): KeyPair {
   const pair = { cert: fs.readFileSync(certFile), key: fs.readFileSync(keyFile) };
-  tls.createSecureContext({ ...pair, minVersion });
+  tls.createSecureContext({ ...pair, ...tlsSettings });
   return pair;
 }
 
@@ -20,7 +29,7 @@ export function reloadKeyPair(server: Server, certFile: string, keyFile: string)
   try {
     // A new context draws new session-ticket keys: keep the current ones (in cluster mode Node gives every worker the
     // same at listen), or every ticket issued before the reload falls back to a full handshake.
-    server.setSecureContext({ ...loadKeyPair(certFile, keyFile), minVersion, ticketKeys: server.getTicketKeys() });
+    server.setSecureContext({ ...loadKeyPair(certFile, keyFile), ...tlsSettings, ticketKeys: server.getTicketKeys() });
     return undefined;
   } catch (err) {
     // OpenSSL's message names the problem (no start line, key values mismatch) without key material.

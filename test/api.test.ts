@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import https from 'node:https';
 import { after, before, describe, test } from 'node:test';
-import { closed, connect } from './attack-fixtures.ts';
+import { closed, connect, exchange } from './attack-fixtures.ts';
 import { makeCert, postMessage, request, serviceEnv, startInProcess, startRedis, tempDir, type Cert, type InProcess, type RedisServer } from './helpers.ts';
 
 const fooDigest = '2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae';
@@ -52,6 +52,17 @@ describe('POST /messages', () => {
     const reply = await postMessage(port, cert.ca, 'foo');
     assert.equal(reply.status, 201);
     assert.equal(reply.headers.location, `/messages/${fooDigest}`);
+  });
+
+  test('answers 400 for a body nested deeper than 32 levels, before parsing it', async () => {
+    assertJsonError(await post(`{"message":"x","deep":${'['.repeat(32)}${']'.repeat(32)}}`), 400, 'Request body nests deeper than 32 levels');
+    assertJsonError(await post('['.repeat(1000)), 400, 'Request body nests deeper than 32 levels');
+  });
+
+  test('accepts nesting up to 32 levels, and brackets inside the message itself', async () => {
+    assert.equal((await post(`{"message":"x","deep":${'['.repeat(31)}${']'.repeat(31)}}`)).status, 201);
+    const reply = await post(JSON.stringify({ message: `[{"[${'['.repeat(500)}\\"` }));
+    assert.equal(reply.status, 201);
   });
 
   test('answers 201 again when the same message is posted twice', async () => {
@@ -283,6 +294,32 @@ describe('routing', () => {
       const reply = await request(port, cert.ca, { method: method!, path: path! });
       assertJsonError(reply, 405, `Method ${method} not allowed; allowed: ${allow}`);
       assert.equal(reply.headers.allow, allow);
+    });
+  }
+
+  for (const [name, raw] of [
+    ['with a Host header', 'GET https://localhost/healthz?x=1 HTTP/1.1\r\nHost: localhost\r\n\r\n'],
+    ['without a Host header (the authority stands for it)', 'GET https://localhost:5000/healthz HTTP/1.1\r\n\r\n'],
+  ]) {
+    test(`routes an absolute-form target on its path, ${name} (RFC 9112 section 3.2.2)`, async () => {
+      const [reply] = await exchange(port, cert.ca, raw!);
+      assert.equal(reply?.status, 200);
+      assert.deepEqual(JSON.parse(reply!.body.toString()), { status: 'ok' });
+    });
+  }
+
+  test('answers 400 for an absolute-form target with no host in it', async () => {
+    const [reply] = await exchange(port, cert.ca, 'GET https:///healthz HTTP/1.1\r\nHost: localhost\r\n\r\n');
+    assert.equal(reply?.status, 400);
+    assert.deepEqual(JSON.parse(reply!.body.toString()), { err_msg: 'Request target has no host' });
+  });
+
+  for (const line of ['GET /healthz HTTP/2.0', 'GET /healthz HTTP/0.9', 'GET /healthz']) {
+    test(`answers 505 in JSON, and closes, for the request line ${line}`, async () => {
+      const [reply] = await exchange(port, cert.ca, `${line}\r\nHost: localhost\r\n\r\n`);
+      assert.equal(reply?.status, 505);
+      assert.deepEqual(JSON.parse(reply!.body.toString()), { err_msg: 'HTTP version not supported; use HTTP/1.1' });
+      assert.equal(reply!.headers.connection, 'close');
     });
   }
 

@@ -152,16 +152,20 @@ const errorMessages = [
   /^Content-Type must be application\/json; received ([^]*)$/,
   /^Request body is not valid (?:UTF-8|JSON)$/,
   /^Request body must be a JSON object$/,
+  /^Request body nests deeper than 32 levels$/,
+  /^Request body arrived slower than \d+ bytes\/s$/,
   /^Field "message" (?:is missing|must be a string|contains an unpaired surrogate)$/,
   /^Request body was not received completely$/,
   /^Bad request$/,
   /^Header "Host" is missing$/,
+  /^Request target has no host$/,
+  /^HTTP version not supported; use HTTP\/1\.1$/,
   /^Request header fields too large$/,
   /^Request timed out$/,
   /^Storage is unavailable, retry later$/,
 ];
 
-export const documentedStatuses = new Set([200, 201, 304, 400, 404, 405, 408, 413, 415, 431, 503]);
+export const documentedStatuses = new Set([200, 201, 304, 400, 404, 405, 408, 413, 415, 431, 503, 505]);
 const internals = /\bat \S+ \(|\bat (?:file|node):|node:internal|\/work\/|\.ts:\d|\bError:/;
 
 // The contract every answer keeps, whatever was sent: a documented status, the security headers, a JSON body of
