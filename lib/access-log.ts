@@ -19,30 +19,45 @@ export function timestamp(now = Date.now()): string {
 }
 
 const unsafe = /[^\x20-\x21\x23-\x5b\x5d-\x7e]/;
-const unsafeAll = /[^\x20-\x21\x23-\x5b\x5d-\x7e]/g;
 
-// Apache's rule: quote and backslash escaped, every other byte outside printable ASCII as \xHH.
-// Node hands header and URL bytes over as latin1, so each character here is one byte on the wire.
+const escapeChar = (ch: string): string => {
+  if (ch === '"') return '\\"';
+  if (ch === '\\') return '\\\\';
+  const code = ch.charCodeAt(0);
+  return code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
+};
+
+// Apache's rule: quote and backslash escaped, every other byte outside printable ASCII as \xHH. At most `max`
+// characters come out, escapes included, and an escape is never cut. Node hands header and URL bytes over as latin1,
+// so each character here is one byte on the wire.
 export function escapeField(value: string | undefined, max: number): string {
   if (value === undefined || value === '') return '-';
   const capped = value.length > max ? value.slice(0, max) : value;
   if (!unsafe.test(capped)) return capped;
-  return capped.replace(unsafeAll, (ch) => {
-    if (ch === '"') return '\\"';
-    if (ch === '\\') return '\\\\';
-    const code = ch.charCodeAt(0);
-    return code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
-  });
+  let out = '';
+  for (let i = 0; i < capped.length; i += 1) {
+    const ch = capped[i]!;
+    const piece = unsafe.test(ch) ? escapeChar(ch) : ch;
+    if (out.length + piece.length > max) break;
+    out += piece;
+  }
+  return out;
 }
 
+// The longest field of each kind, in characters after escaping: every line is ASCII, so characters are bytes.
+const caps = { method: 16, url: 2048, version: 8, referer: 512, agent: 512 } as const;
+// The longest line, newline included: an IPv6 address at its longest (45), the timestamp (28), the status (3), bytes
+// and time of up to 16 characters each, the fields above, and the format's 25 separators, quotes and "HTTP/".
+export const maxAccessLineBytes = 45 + 28 + 3 + 16 + 16 + caps.method + caps.url + caps.version + caps.referer + caps.agent + 25;
+
 export function accessLine(req: IncomingMessage, status: number, bytes: number, elapsedMs: number | undefined): string {
-  const request = `${escapeField(req.method, 16)} ${escapeField(req.url, 2048)} HTTP/${escapeField(req.httpVersion, 8)}`;
-  return line(req.socket.remoteAddress, request, status, bytes, escapeField(req.headers.referer, 512), escapeField(req.headers['user-agent'], 512), elapsedMs);
+  const request = `${escapeField(req.method, caps.method)} ${escapeField(req.url, caps.url)} HTTP/${escapeField(req.httpVersion, caps.version)}`;
+  return line(req.socket.remoteAddress, request, status, bytes, escapeField(req.headers.referer, caps.referer), escapeField(req.headers['user-agent'], caps.agent), elapsedMs);
 }
 
 // A request the HTTP parser refused before it became one: its first line as received, escaped ("-" when unknown).
 export function refusedLine(remote: string | undefined, requestLine: string | undefined, status: number, bytes: number): string {
-  return line(remote, escapeField(requestLine, 2048), status, bytes, '-', '-', undefined);
+  return line(remote, escapeField(requestLine, caps.url), status, bytes, '-', '-', undefined);
 }
 
 function line(remote: string | undefined, request: string, status: number, bytes: number, referer: string, agent: string, elapsedMs: number | undefined): string {

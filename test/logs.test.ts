@@ -5,7 +5,8 @@ import fs from 'node:fs';
 import https from 'node:https';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { escapeField, timestamp } from '../lib/access-log.ts';
+import { escapeField, maxAccessLineBytes, timestamp } from '../lib/access-log.ts';
+import { createAppLog, maxAppLineBytes } from '../lib/app-log.ts';
 import { makeCert, readIfExists, request, serviceEnv, spawnService, startInProcess, startRedis, stopChild, tempDir, waitFor, type RedisServer } from './helpers.ts';
 
 // Combined Log Format plus the response time in milliseconds.
@@ -49,6 +50,33 @@ for (const [input, expected] of [
 
 test('caps an access-log field at its maximum length', () => {
   assert.equal(escapeField('x'.repeat(5000), 2048).length, 2048);
+});
+
+test('caps an escaped access-log field at its maximum length too, never splitting an escape', () => {
+  const escaped = escapeField('\u00ff'.repeat(5000), 2048);
+  assert.ok(escaped.length <= 2048, `${escaped.length} characters`);
+  assert.match(escaped, /^(\\xff)+$/);
+});
+
+test(`never writes an access-log line longer than maxAccessLineBytes (${maxAccessLineBytes}), nor an app.log line longer than maxAppLineBytes (${maxAppLineBytes})`, async (t) => {
+  const dir = tempDir();
+  const cert = await makeCert(dir);
+  const app = await startInProcess(serviceEnv({ redis, cert, dir }));
+  t.after(() => app.stop());
+  // Every field a client controls at its longest, in bytes that each escape to four characters.
+  const worst = '\u00e9'.repeat(4000);
+  await request(app.service.port, cert.ca, { method: 'X'.repeat(40), path: `/${worst}`, headers: { 'User-Agent': worst, Referer: worst } }).catch(() => undefined);
+  await request(app.service.port, cert.ca, { path: `/${worst}`, headers: { 'User-Agent': worst, Referer: worst } });
+  const huge = new Error('x'.repeat(100_000));
+  createAppLog(app.logs.app).error('test_line', huge, { extra: 'y'.repeat(100_000) });
+  app.logs.close();
+  const lines = readIfExists(path.join(dir, 'logs', 'access.log')).split('\n').slice(0, -1);
+  assert.equal(lines.length, 2);
+  for (const line of lines) assert.ok(Buffer.byteLength(line) + 1 <= maxAccessLineBytes, `an access line of ${Buffer.byteLength(line) + 1} bytes`);
+  const appLines = readIfExists(path.join(dir, 'logs', 'app.log')).split('\n').slice(0, -1);
+  const last = appLines.at(-1)!;
+  assert.ok(Buffer.byteLength(last) + 1 <= maxAppLineBytes, `an app.log line of ${Buffer.byteLength(last) + 1} bytes`);
+  assert.equal(JSON.parse(last).event, 'test_line');
 });
 
 test('writes one well-formed access line per request, with escaped user agent and referer', async (t) => {

@@ -438,3 +438,18 @@ for (const [name, value] of [['maxBytes', -1], ['backupCount', 1.5], ['flushInte
     assert.deepEqual(fs.readdirSync(dir), []);
   });
 }
+
+test('holds the disk at (backupCount + 1) x max(maxBytes - 1, longest line) when lines are longer than maxBytes', (t) => {
+  const dir = tempDir(t);
+  const { log } = openLog(t, dir, { maxBytes: 4096, backupCount: 2 });
+  const long = `${'l'.repeat(8191)}\n`;
+  const short = `${'s'.repeat(99)}\n`;
+  for (let i = 0; i < 30; i += 1) {
+    log.write(i % 3 === 0 ? long : short);
+    log.flush();
+  }
+  const sizes = ['app.log', 'app.log.1', 'app.log.2'].map((name) => fs.statSync(path.join(dir, name)).size);
+  for (const size of sizes) assert.ok(size <= Math.max(4096 - 1, long.length), `a file of ${size} bytes`);
+  assert.ok(sizes.reduce((sum, size) => sum + size, 0) <= 3 * Math.max(4096 - 1, long.length));
+  assert.equal(fs.existsSync(path.join(dir, 'app.log.3')), false);
+});
