@@ -55,31 +55,31 @@ function isLogBatch(value: unknown): value is LogBatch {
   return typeof value === 'object' && value !== null && (value as { type?: unknown }).type === 'messages:logs';
 }
 
-// A cluster worker: lines are batched and sent to the primary, at least every 50 ms.
-export function forwardLogs(send: (batch: LogBatch) => void, intervalMs = 50): LogFiles {
+// A cluster worker: the lines of one turn of the event loop are sent to the primary together, at its end.
+export function forwardLogs(send: (batch: LogBatch) => void): LogFiles {
   let app = '';
   let access = '';
+  let sending: NodeJS.Immediate | undefined;
   const flush = () => {
+    clearImmediate(sending);
+    sending = undefined;
     if (app === '' && access === '') return;
     send({ type: 'messages:logs', app, access });
     app = '';
     access = '';
   };
-  const timer = setInterval(flush, intervalMs);
-  timer.unref();
   return {
     app: (line) => {
       app += line;
+      sending ??= setImmediate(flush);
     },
     access: (line) => {
       access += line;
       if (access.length > 65536) flush();
+      else sending ??= setImmediate(flush);
     },
     reopen: () => {},
-    close: () => {
-      clearInterval(timer);
-      flush();
-    },
+    close: flush,
   };
 }
 

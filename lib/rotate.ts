@@ -6,7 +6,6 @@ export interface RotatingFileOptions {
   path: string; // the live file; its directory must exist
   maxBytes: number; // 0 = never rotate
   backupCount: number; // 0 = never rotate, as in CPython
-  flushIntervalMs?: number; // default 100: buffered lines reach the disk at least this often
   onError?: (message: string) => void; // default: stderr, at most one line per 10 s
 }
 
@@ -24,8 +23,8 @@ export class RotatingFile {
   private readonly maxBytes: number;
   private readonly backupCount: number;
   private readonly report: (message: string) => void;
-  private readonly timer: NodeJS.Timeout;
   private readonly flushNow = (): void => this.flush();
+  private flushing: NodeJS.Immediate | undefined;
   private buffer: string[] = [];
   private bufferedUnits = 0;
   private live: LiveFile | undefined; // undefined only until the first open succeeds
@@ -36,11 +35,8 @@ export class RotatingFile {
     this.path = options.path;
     this.maxBytes = checkCount('maxBytes', options.maxBytes, 0);
     this.backupCount = checkCount('backupCount', options.backupCount, 0);
-    const flushIntervalMs = checkCount('flushIntervalMs', options.flushIntervalMs ?? 100, 1);
     this.report = options.onError ?? stderrReporter();
     this.openAgain();
-    this.timer = setInterval(this.flushNow, flushIntervalMs);
-    this.timer.unref();
     // Buffered lines, such as the one logging an uncaught exception, must not be lost on process.exit().
     flushedAtExit.add(this);
   }
@@ -53,9 +49,14 @@ export class RotatingFile {
     this.buffer.push(line);
     this.bufferedUnits += line.length;
     if (this.bufferedUnits > maxBufferedUnits) this.flush();
+    // The lines of one turn of the event loop are written together at its end (its check phase), before the process
+    // waits for more I/O: a request never waits for the disk, and a line is on disk once its answer's turn is over.
+    else this.flushing ??= setImmediate(this.flushNow);
   }
 
   flush(): void {
+    clearImmediate(this.flushing);
+    this.flushing = undefined;
     if (this.closed || this.buffer.length === 0) return;
     const lines = this.buffer;
     this.buffer = [];
@@ -89,7 +90,6 @@ export class RotatingFile {
     if (this.closed) return;
     this.flush();
     this.closed = true;
-    clearInterval(this.timer);
     flushedAtExit.delete(this);
     if (this.live !== undefined) this.closeQuietly(this.live.fd);
   }

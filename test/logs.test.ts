@@ -182,3 +182,19 @@ test('with two workers, the primary restarts a worker that dies and passes SIGHU
   await waitFor(() => (service.output().match(/"event":"cert_reloaded"/g) ?? []).length === 2, 10_000, 'both workers reloaded');
   assert.equal(await stopChild(service.child, 'SIGTERM'), 0);
 });
+
+test('a SIGKILL right after a burst loses no access-log line of a request already answered', async (t) => {
+  const dir = tempDir();
+  const cert = await makeCert(dir);
+  const service = await spawnService(serviceEnv({ redis, cert, dir }));
+  t.after(() => stopChild(service.child, 'SIGKILL'));
+  const agent = new https.Agent({ keepAlive: true, maxSockets: 8, ca: cert.ca });
+  t.after(() => agent.destroy());
+  const replies = await Promise.all(Array.from({ length: 200 }, (_, i) => request(service.port, cert.ca, { path: `/healthz?n=${i}`, agent })));
+  assert.ok(replies.every((reply) => reply.status === 200));
+  const exited = once(service.child, 'exit');
+  service.child.kill('SIGKILL');
+  await exited;
+  const lines = readIfExists(path.join(dir, 'logs', 'access.log')).split('\n').filter((line) => line.includes('/healthz?n='));
+  assert.equal(lines.length, 200);
+});

@@ -210,9 +210,9 @@ test('flush() writes each run of lines between rotations with one writeSync call
   assert.equal(read(dir, 'app.log'), '7777\n8888\n');
 });
 
-test('write() only buffers until more than 64 KiB are waiting', (t) => {
+test('write() only buffers, within one turn of the event loop, until more than 64 KiB are waiting', (t) => {
   const dir = tempDir(t);
-  const { log } = openLog(t, dir, { flushIntervalMs: 60_000 });
+  const { log } = openLog(t, dir, {});
   const line = `${'x'.repeat(1023)}\n`;
   for (let i = 0; i < 64; i++) log.write(line);
   assert.equal(read(dir, 'app.log'), '');
@@ -220,23 +220,22 @@ test('write() only buffers until more than 64 KiB are waiting', (t) => {
   assert.equal(read(dir, 'app.log'), line.repeat(65));
 });
 
-test('the timer flushes buffered lines without a call to flush()', { timeout: 5000 }, async (t) => {
+test('the lines of one turn of the event loop are on disk once that turn is over, without a call to flush()', async (t) => {
   const dir = tempDir(t);
-  const { log } = openLog(t, dir, { flushIntervalMs: 10 });
-  // inotify tells us when the timer wrote, instead of sleeping and polling.
-  const watcher = fs.watch(path.join(dir, 'app.log'));
-  t.after(() => watcher.close());
-  log.write('from the timer\n');
+  const { log } = openLog(t, dir, {});
+  log.write('first\n');
+  log.write('second\n');
   assert.equal(read(dir, 'app.log'), '');
-  await once(watcher, 'change');
-  assert.equal(read(dir, 'app.log'), 'from the timer\n');
+  // An immediate queued now runs after the one the file queued at its first write, in the same check phase.
+  await new Promise((resolve) => setImmediate(resolve));
+  assert.equal(read(dir, 'app.log'), 'first\nsecond\n');
 });
 
 test('an open file lets the process exit and its buffered lines reach the disk', { timeout: 20_000 }, async (t) => {
   const dir = tempDir(t);
   const file = path.join(dir, 'app.log');
-  // The child never closes the file: if the timer kept the process alive, this test would time out.
-  const body = `const log = new RotatingFile({ path: ${JSON.stringify(file)}, maxBytes: 0, backupCount: 0, flushIntervalMs: 3_600_000 });
+  // The child never closes the file: if a pending flush kept the process alive, this test would time out.
+  const body = `const log = new RotatingFile({ path: ${JSON.stringify(file)}, maxBytes: 0, backupCount: 0 });
 log.write('last words\\n');`;
   const { code } = await runChild(dir, 'true', body);
   assert.equal(code, 0);
@@ -428,12 +427,11 @@ test('close() of a file that never opened is harmless', (t) => {
   assert.equal(errors.length, 1);
 });
 
-for (const [name, value] of [['maxBytes', -1], ['backupCount', 1.5], ['flushIntervalMs', 0]] as const) {
+for (const [name, value] of [['maxBytes', -1], ['backupCount', 1.5]] as const) {
   test(`the constructor rejects ${name}=${value} naming the option, the rule and the value`, (t) => {
     const dir = tempDir(t);
     const options = { path: path.join(dir, 'app.log'), maxBytes: 0, backupCount: 0, [name]: value };
-    const min = name === 'flushIntervalMs' ? 1 : 0;
-    const message = `The value of "${name}" is out of range. It must be an integer >= ${min}. Received ${value}`;
+    const message = `The value of "${name}" is out of range. It must be an integer >= 0. Received ${value}`;
     assert.throws(() => new RotatingFile(options), { name: 'RangeError', message });
     assert.deepEqual(fs.readdirSync(dir), []);
   });
