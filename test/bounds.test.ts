@@ -15,7 +15,7 @@ import { createAppLog } from '../lib/app-log.ts';
 import { boundedCalls } from '../lib/redis-calls.ts';
 import { createClient } from '../lib/redis-core.ts';
 import { digestOf } from '../lib/store.ts';
-import { info, redisCliBatch } from './redis-fixtures.ts';
+import { info, redisCli, redisCliBatch } from './redis-fixtures.ts';
 import { makeCert, postMessage, request, serviceEnv, spawnService, startRedis, stopChild, tempDir, waitFor, type Cert, type RedisServer } from './helpers.ts';
 
 const run = promisify(execFile);
@@ -107,11 +107,14 @@ test('at most MESSAGES_MAX_INFLIGHT Redis calls are in flight; the rest wait and
   await waitFor(async () => (await request(port, cert.ca, { path: '/readyz' })).status === 200, 10_000, '/readyz 200');
   stalled.child.kill('SIGSTOP');
   // One GET is 93 bytes on the wire: *2 $3 GET $73 messages:<64 hex>.
+  let started = 0;
+  app.service.server.on('request', () => { started += 1; });
   const digests = Array.from({ length: 40 }, (_, i) => digestOf(`in flight ${i}`));
   const answers = Promise.all(digests.map((digest) => request(port, cert.ca, { path: `/messages/${digest}` })));
-  await waitFor(async () => (await unreadByRedis(stalled.port)) >= 8 * 93, 5000, 'eight GETs queued at Redis');
-  // Time for more to be sent, were they not held back.
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  await waitFor(async () => started === 40 && (await unreadByRedis(stalled.port)) >= 8 * 93, 5000, 'all 40 GETs received, 8 queued at Redis');
+  // The handlers start a tick after their request and node-redis writes at the end of the turn: more would be sent by now.
+  await new Promise((resolve) => setImmediate(resolve));
+  await new Promise((resolve) => setImmediate(resolve));
   const queued = await unreadByRedis(stalled.port);
   stalled.child.kill('SIGCONT');
   assert.equal(queued, 8 * 93, `${queued / 93} GETs sent to a stopped Redis`);
@@ -198,15 +201,24 @@ test('a body is read only once it fits MESSAGES_MAX_BUFFERED_BYTES: a small POST
   // Room for the two large bodies and 10 bytes more: not for the small one's 19.
   const app = await serve(t, { MESSAGES_MAX_BODY_BYTES: '1000000', MESSAGES_MAX_BUFFERED_BYTES: String(2 * large('a').length + 10) });
   const port = app.service.port;
+  let received = 0;
+  app.service.server.on('request', () => { received += 1; });
   const first = postInParts(port, large('a'), 1000);
   const second = postInParts(port, large('b'), 1000);
-  await waitFor(async () => (await connectionCount(app)) === 2, 5000, 'both large POSTs connected');
-  // Both large bodies are being read: their bytes are held until one of them is stored.
-  await new Promise((resolve) => setTimeout(resolve, 300));
+  // Both large bodies are being read once their handlers have run: their bytes are held until one of them is stored.
+  await waitFor(() => received === 2, 5000, 'both large POSTs received');
+  await new Promise((resolve) => setImmediate(resolve));
   const small = postInParts(port, JSON.stringify({ message: 'small' }), 1000);
-  const smallAnswered = small.answered;
-  const early = await Promise.race([smallAnswered.then(() => 'answered'), new Promise((resolve) => setTimeout(resolve, 1000, 'waiting'))]);
-  assert.equal(early, 'waiting', 'the small POST was read while the budget was full');
+  let smallDone = false;
+  const smallAnswered = small.answered.then((answer) => {
+    smallDone = true;
+    return answer;
+  });
+  // Its whole body is there once its handler has run: read, it would be answered within a Redis round trip.
+  await waitFor(() => received === 3, 5000, 'the small POST received');
+  await new Promise((resolve) => setImmediate(resolve));
+  await waitFor(async () => (await redisCli(redis.port, 'PING')) === 'PONG', 1000, 'a Redis round trip');
+  assert.equal(smallDone, false, 'the small POST was read while the budget was full');
   first.finish();
   const [firstAnswer, smallAnswer] = await Promise.all([first.answered, smallAnswered]);
   assert.equal(firstAnswer.status, 201);

@@ -15,6 +15,8 @@ export function tempDir(prefix = 'messages-'): string {
   return fs.mkdtempSync(path.join(os.tmpdir(), prefix));
 }
 
+// A port nothing listens on at this moment. Another process may take it before the caller listens on it: starts that
+// choose their own port go through onFreePort(), which tries another one when that happens.
 export async function freePort(): Promise<number> {
   const server = net.createServer();
   server.listen(0, '127.0.0.1');
@@ -85,11 +87,26 @@ export interface RedisServer {
   stop(signal?: NodeJS.Signals): Promise<void>;
 }
 
+// Runs `start` on a free port, and on another one when the chosen port was taken meanwhile (up to five tries).
+export async function onFreePort<T>(start: (port: number) => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await start(await freePort());
+    } catch (err) {
+      if (attempt === 5 || !/Address already in use|EADDRINUSE/.test(String(err))) throw err;
+    }
+  }
+}
+
 // A throwaway redis-server in its own directory, never the machine's 6379. `start` again after `stop`
-// reuses the port and the directory (so an AOF survives a restart).
-export async function startRedis(extraArgs: string[] = []): Promise<RedisServer> {
+// reuses the port and the directory (so an AOF survives a restart). `extraArgs` may be a function, called for each
+// try of a port, for arguments that need ports of their own.
+export async function startRedis(extraArgs: string[] | (() => Promise<string[]>) = []): Promise<RedisServer> {
   const dir = tempDir('redis-');
-  const port = await freePort();
+  return onFreePort(async (port) => startRedisOn(port, dir, typeof extraArgs === 'function' ? await extraArgs() : extraArgs));
+}
+
+async function startRedisOn(port: number, dir: string, extraArgs: string[]): Promise<RedisServer> {
   const redis: RedisServer = {
     port,
     dir,
@@ -110,6 +127,7 @@ export async function startRedis(extraArgs: string[] = []): Promise<RedisServer>
   await redis.start();
   return redis;
 }
+
 
 export interface Cert { certFile: string; keyFile: string; ca: Buffer }
 

@@ -8,7 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { createClient } from '../lib/redis-core.ts';
-import { freePort, request, startRedis, stopChild, tempDir, track, waitForOutput, type RedisServer, type Reply } from './helpers.ts';
+import { freePort, onFreePort, request, startRedis, stopChild, tempDir, track, waitForOutput, type RedisServer, type Reply } from './helpers.ts';
 
 const run = promisify(execFile);
 
@@ -19,8 +19,8 @@ process.once('exit', () => {
 });
 
 // A master otherwise waits 5 s for more replicas before it streams a full sync (repl-diskless-sync-delay).
-async function startTracked(args: string[]): Promise<RedisServer> {
-  const server = await startRedis(['--repl-diskless-sync-delay', '0', ...args]);
+async function startTracked(args: string[] | (() => Promise<string[]>)): Promise<RedisServer> {
+  const server = await startRedis(async () => ['--repl-diskless-sync-delay', '0', ...(typeof args === 'function' ? await args() : args)]);
   running.add(server);
   return server;
 }
@@ -86,7 +86,7 @@ export async function startCluster(masters: number, replicasPerMaster: number): 
   const nodes: RedisServer[] = [];
   try {
     for (let i = 0; i < masters * (1 + replicasPerMaster); i += 1) {
-      nodes.push(await startTracked([
+      nodes.push(await startTracked(async () => [
         '--cluster-enabled', 'yes', '--cluster-port', String(await freePort()), '--cluster-config-file', 'nodes.conf',
         '--cluster-node-timeout', '2000', '--cluster-require-full-coverage', 'no', '--repl-ping-replica-period', '1',
       ]));
@@ -300,8 +300,11 @@ export async function startGuardedSentinel(password: string): Promise<{ name: st
   }
 }
 
-async function startSentinel(dir: string, name: string, masterPort: number, extra: string[] = []): Promise<Sentinel> {
-  const port = await freePort();
+function startSentinel(dir: string, name: string, masterPort: number, extra: string[] = []): Promise<Sentinel> {
+  return onFreePort((port) => startSentinelOn(port, dir, name, masterPort, extra));
+}
+
+async function startSentinelOn(port: number, dir: string, name: string, masterPort: number, extra: string[]): Promise<Sentinel> {
   const configFile = path.join(dir, `sentinel-${port}.conf`);
   // Sentinel rewrites its own configuration file, so each one gets a writable file of its own.
   fs.writeFileSync(configFile, [
@@ -315,7 +318,12 @@ async function startSentinel(dir: string, name: string, masterPort: number, extr
   const child = track(spawn('redis-server', [configFile, '--sentinel'], { stdio: ['ignore', 'pipe', 'pipe'] }));
   const sentinel = { port, child };
   running.add(sentinel);
-  await waitForOutput(child, /\+monitor master/);
+  try {
+    await waitForOutput(child, /\+monitor master/);
+  } catch (err) {
+    running.delete(sentinel);
+    throw err;
+  }
   return sentinel;
 }
 
