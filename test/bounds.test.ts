@@ -289,3 +289,27 @@ test('with MESSAGES_MAX_CONNECTIONS_PER_IP, one address re-opening stalled POSTs
   assert.ok(served >= outcomes.length / 2, `${served} of ${outcomes.length} served`);
   assert.ok(refusedAttempts > 0, 'the attacker was never refused');
 });
+
+// Python's http.client sends the whole body before it reads the answer, as python-requests does.
+const sendWholeBodyFirst = `
+import http.client, json, ssl, sys
+port, ca, tries, size = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+body = json.dumps({'message': 'z' * size}).encode()
+outcomes = []
+for _ in range(tries):
+    conn = http.client.HTTPSConnection('localhost', port, context=ssl.create_default_context(cafile=ca), timeout=10)
+    try:
+        conn.request('POST', '/messages', body=body, headers={'Content-Type': 'application/json'})
+        outcomes.append(str(conn.getresponse().status))
+    except Exception as err:
+        outcomes.append(type(err).__name__)
+    finally:
+        conn.close()
+print(' '.join(outcomes))
+`;
+
+test('a 413 reaches a client that sends its whole 1.5 MB body before it reads (python-requests does), 20 of 20 times', { timeout: 60_000 }, async (t) => {
+  const app = await serve(t);
+  const { stdout } = await run('python3', ['-c', sendWholeBodyFirst, String(app.service.port), cert.certFile, '20', '1500000'], { timeout: 50_000 });
+  assert.deepEqual(stdout.trim().split(' '), Array(20).fill('413'));
+});
