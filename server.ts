@@ -55,7 +55,7 @@ async function main(): Promise<void> {
     reload = () => primary.reload();
     stop = () => primary.stop();
   } else {
-    const service = await startService(config, logs);
+    const service = await startService(config, logs, appLog);
     reload = () => service.reload();
     stop = () => service.stop();
     process.on('message', (message) => {

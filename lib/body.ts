@@ -2,7 +2,7 @@
 import type { IncomingMessage } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Budget, Release } from './budget.ts';
-import { badRequest, bodyTooSlow, payloadTooLarge, unsupportedMediaType } from './errors.ts';
+import { errors } from './errors.ts';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -28,7 +28,7 @@ const rateGraceMs = 5000;
 function largestSize(req: IncomingMessage, limit: number): number {
   const declared = req.headers['content-length'];
   if (declared === undefined) return limit;
-  if (Number(declared) > limit) throw payloadTooLarge(limit);
+  if (Number(declared) > limit) throw errors.payloadTooLarge(limit);
   return Number(declared);
 }
 
@@ -50,14 +50,14 @@ function readBody(req: IncomingMessage, { maxBytes: limit, minRate }: BodyLimits
     // Checked each second once the grace period is over.
     const rate = setInterval(() => {
       const elapsedMs = performance.now() - started;
-      if (elapsedMs >= rateGraceMs && size < (minRate * elapsedMs) / 1000) fail(bodyTooSlow(minRate));
+      if (elapsedMs >= rateGraceMs && size < (minRate * elapsedMs) / 1000) fail(errors.bodyTooSlow(minRate));
     }, 1000);
     if (minRate === 0) clearInterval(rate);
     req.on('data', (chunk: Buffer) => {
       if (settled) return;
       size += chunk.length;
       // The rest is read and dropped, never buffered, while the 413 closes the connection.
-      if (size > limit) fail(payloadTooLarge(limit));
+      if (size > limit) fail(errors.payloadTooLarge(limit));
       else chunks.push(chunk);
     });
     req.on('end', () => {
@@ -69,7 +69,7 @@ function readBody(req: IncomingMessage, { maxBytes: limit, minRate }: BodyLimits
     // The client went away mid-body: a 4xx for the access log, never an error in the process. 'close' always follows
     // an abort, and Node emits the request's 'error' only to a listener (IncomingMessage's onError), so none is added.
     req.on('close', () => {
-      if (!settled) fail(badRequest('Request body was not received completely'));
+      if (!settled) fail(errors.badRequest('Request body was not received completely'));
     });
   });
 }
@@ -105,30 +105,30 @@ export function parseMessage(body: Buffer): string {
   try {
     text = utf8.decode(body);
   } catch {
-    throw badRequest('Request body is not valid UTF-8');
+    throw errors.badRequest('Request body is not valid UTF-8');
   }
-  if (nestsTooDeep(text)) throw badRequest(`Request body nests deeper than ${maxDepth} levels`);
+  if (nestsTooDeep(text)) throw errors.badRequest(`Request body nests deeper than ${maxDepth} levels`);
   let value: unknown;
   try {
     value = JSON.parse(text);
   } catch {
-    throw badRequest('Request body is not valid JSON');
+    throw errors.badRequest('Request body is not valid JSON');
   }
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-    throw badRequest('Request body must be a JSON object');
+    throw errors.badRequest('Request body must be a JSON object');
   }
-  if (!Object.hasOwn(value, 'message')) throw badRequest('Field "message" is missing');
+  if (!Object.hasOwn(value, 'message')) throw errors.badRequest('Field "message" is missing');
   const message = (value as { message: unknown }).message;
-  if (typeof message !== 'string') throw badRequest('Field "message" must be a string');
+  if (typeof message !== 'string') throw errors.badRequest('Field "message" must be a string');
   // A lone surrogate has no UTF-8 form, so it has no honest digest either.
-  if (!message.isWellFormed()) throw badRequest('Field "message" contains an unpaired surrogate');
+  if (!message.isWellFormed()) throw errors.badRequest('Field "message" contains an unpaired surrogate');
   return message;
 }
 
 // Reads the message of a POST once its body fits the process's budget; `release` gives the bytes back once the
 // message is stored (or refused).
 export async function readMessage(req: IncomingMessage, limits: BodyLimits): Promise<{ message: string; release: Release }> {
-  if (!isJson(req.headers['content-type'])) throw unsupportedMediaType(req.headers['content-type']);
+  if (!isJson(req.headers['content-type'])) throw errors.unsupportedMediaType(req.headers['content-type']);
   const release = await limits.budget.reserve(largestSize(req, limits.maxBytes), req);
   try {
     return { message: parseMessage(await readBody(req, limits)), release };

@@ -2,7 +2,7 @@
 // largest size fits, from reading until its write is answered; the others wait unread, in arrival order, so that TCP
 // pushes back on their clients instead of the process growing with them.
 import type { IncomingMessage } from 'node:http';
-import { badRequest } from './errors.ts';
+import { errors } from './errors.ts';
 
 export type Release = () => void;
 
@@ -48,7 +48,7 @@ export function createBudget(maxBytes: number) {
         const giveUp = () => {
           waiting.splice(waiting.indexOf(waiter), 1);
           grantWaiting();
-          reject(badRequest('Request body was not received completely'));
+          reject(errors.badRequest('Request body was not received completely'));
         };
         waiting.push(waiter);
         req.once('close', giveUp);

@@ -1,19 +1,18 @@
-// One HTTPS connection's life: its requests run one at a time in the order they came, the ones the parser read ahead
-// wait unread, answers no handler gives (malformed requests, timeouts, CONNECT) take their turn, and a connection the
-// service ends closes lingering, so that a client still sending reads its answer instead of a reset.
-import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
-import type { Server, Socket } from 'node:net';
-import type { AppLog, LineSink } from './app-log.ts';
+// One HTTPS connection's requests: they run one at a time in the order they came, the ones the parser read ahead wait
+// unread, and answers no handler gives (malformed requests, timeouts, CONNECT) take their turn, then end it.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import type { LineSink } from './app-log.ts';
 import { accessLine, refusedLine } from './access-log.ts';
-import { badRequest, errorAnswer, HttpError, methodNotAllowed, rawAnswer } from './errors.ts';
-import { throttle } from './throttle.ts';
-
-// How long a connection the service closes may linger after its last answer, reading and dropping what the client
-// still sends (nginx's lingering_close); it is destroyed sooner once the client closes or sends more than the cap.
-export const lingerMs = 2000;
+import { errorAnswer, errors, type HttpError, rawAnswer } from './errors.ts';
+import { lingeringClose } from './sockets.ts';
 
 // A request the parser has emitted. A refused one (llhttp refuses some only after emitting them) never runs.
-interface Turn { req: IncomingMessage; res: ServerResponse; state: 'waiting' | 'started' | 'refused' }
+interface Turn { req: IncomingMessage; res: ServerResponse; received: number; state: 'waiting' | 'started' | 'refused' }
+
+// Runs a request; `received` (performance.now()) is when it arrived.
+export type Handle = (req: IncomingMessage, res: ServerResponse, received: number) => void;
 
 interface Connection {
   socket: Socket;
@@ -25,62 +24,19 @@ interface Connection {
 // What the access log says of an answer written on the socket, given its status and body bytes.
 type Describe = (status: number, bytes: number) => string;
 
-const clientErrors: Record<string, HttpError> = {
-  HPE_HEADER_OVERFLOW: new HttpError(431, 'Request header fields too large'),
-  ERR_HTTP_REQUEST_TIMEOUT: new HttpError(408, 'Request timed out'),
+// Node's codes for the parser's refusals that have an answer of their own; any other is a 400.
+const clientErrors: Record<string, () => HttpError> = {
+  HPE_HEADER_OVERFLOW: errors.headersTooLarge,
+  ERR_HTTP_REQUEST_TIMEOUT: errors.requestTimeout,
 };
 
-// Rate-limited: scanners and plain-HTTP probes must not flood app.log (one line per 10 s, with a count).
-export function handshakeReporter(appLog: AppLog) {
-  const allow = throttle();
-  return (err: Error, socket: Socket) => {
-    const remote = socket.remoteAddress;
-    // Node leaves the socket open after a handshake timeout: the listener must close it (fastify#3251).
-    socket.destroy();
-    const suppressed = allow();
-    if (suppressed !== undefined) appLog.warn('tls_handshake_failed', { remote, reason: err.message.slice(0, 200), suppressed });
-  };
-}
-
-// MESSAGES_MAX_CONNECTIONS_PER_IP: one address beyond `max` connections is refused at accept, before TLS costs
-// anything. Behind a load balancer every client has its address, so it is off (0) by default.
-export function limitPerAddress(server: Server, max: number): void {
-  if (max === 0) return;
-  const open = new Map<string, number>();
-  server.on('connection', (socket: Socket) => {
-    const address = socket.remoteAddress ?? '';
-    const count = (open.get(address) ?? 0) + 1;
-    if (count > max) {
-      socket.destroy();
-      return;
-    }
-    open.set(address, count);
-    socket.once('close', () => {
-      const left = open.get(address)! - 1;
-      if (left === 0) open.delete(address);
-      else open.set(address, left);
-    });
-  });
-}
-
-// `lingerBytes` caps what a closing connection reads and drops.
-export function createConnections(handle: RequestListener, accessLog: LineSink, lingerBytes: number) {
+// `lingerBytes` caps what a closing connection reads and drops (sockets.ts).
+export function createConnections(handle: Handle, accessLog: LineSink, lingerBytes: number) {
   const connections = new WeakMap<Socket, Connection>();
 
-  // End the connection after what is queued on it: FIN, then read and drop until the client closes, lingerMs pass, or
-  // it sends more than lingerBytes. A destroy() at once would reset a client still sending (RFC 9112 section 9.6).
   function close(socket: Socket, connection: Connection | undefined, last?: string): void {
     if (connection !== undefined) connection.closing = true;
-    if (socket.destroyed) return;
-    if (last === undefined) socket.end();
-    else socket.end(last);
-    const limit = socket.bytesRead + lingerBytes;
-    const timer = setTimeout(() => socket.destroy(), lingerMs);
-    socket.on('data', () => {
-      if (socket.bytesRead > limit) socket.destroy();
-    });
-    socket.once('close', () => clearTimeout(timer));
-    socket.resume();
+    lingeringClose(socket, lingerBytes, last);
   }
 
   function connectionOf(socket: Socket): Connection {
@@ -115,13 +71,13 @@ export function createConnections(handle: RequestListener, accessLog: LineSink, 
       connection.turns.shift();
       advance(connection);
     });
-    handle(next.req, next.res);
+    handle(next.req, next.res, next.received);
   }
 
   // Answers in order: after the turns ahead of it, then the connection closes.
   function answerLast(connection: Connection | undefined, socket: Socket, err: HttpError, describe: Describe): void {
     const answer = () => {
-      const { bytes, bodyBytes } = rawAnswer(err, { Connection: 'close' });
+      const { bytes, bodyBytes } = rawAnswer(err);
       close(socket, connection, bytes);
       accessLog(describe(err.status, bodyBytes));
     };
@@ -160,7 +116,7 @@ export function createConnections(handle: RequestListener, accessLog: LineSink, 
         req.socket.destroy();
         return;
       }
-      connection.turns.push({ req, res, state: 'waiting' });
+      connection.turns.push({ req, res, received: performance.now(), state: 'waiting' });
       if (connection.turns.length === 1) process.nextTick(advance, connection);
       // What the parser reads ahead waits unread: TCP pushes back on a client that pipelines faster than it is answered.
       else req.socket.pause();
@@ -175,7 +131,8 @@ export function createConnections(handle: RequestListener, accessLog: LineSink, 
         return;
       }
       const connection = connections.get(socket);
-      const error = clientErrors[err.code ?? ''] ?? badRequest('Bad request');
+      const code = err.code ?? '';
+      const error = Object.hasOwn(clientErrors, code) ? clientErrors[code]!() : errors.badRequest('Bad request');
       const last = connection?.turns.at(-1);
       // A request still arriving is the one the error is about (refused by the parser, or its request timeout).
       if (last !== undefined && !last.req.complete) {
@@ -194,7 +151,7 @@ export function createConnections(handle: RequestListener, accessLog: LineSink, 
 
     // Node drops a CONNECT without a word unless someone listens; this service is no proxy (RFC 9110 section 9.3.6).
     connect(req: IncomingMessage, socket: Socket): void {
-      answerLast(connections.get(socket), socket, methodNotAllowed('CONNECT', 'GET, HEAD, POST'), (status, bytes) => accessLine(req, status, bytes, undefined));
+      answerLast(connections.get(socket), socket, errors.methodNotAllowed('CONNECT', 'GET, HEAD, POST'), (status, bytes) => accessLine(req, status, bytes, undefined));
     },
   };
 }

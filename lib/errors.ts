@@ -1,4 +1,4 @@
-// Every error the API answers with, each carrying its HTTP status where it is thrown, and the one renderer of them.
+// Every error answer the service gives, each with its HTTP status, and the one function that renders them.
 import { STATUS_CODES } from 'node:http';
 
 // On every answer, including those written on the socket before a request reaches the app.
@@ -9,8 +9,7 @@ export class HttpError extends Error {
   readonly headers: Readonly<Record<string, string>>;
 
   constructor(status: number, message: string, headers: Record<string, string> = {}) {
-    // An answer, not a fault: its stack is never logged or shown, and capturing one was the largest single cost of
-    // answering a 404 (https://v8.dev/docs/stack-trace-api: no frames are collected at a limit of 0).
+    // An answer, not a fault: no stack is ever logged or shown, so none is captured (docs/performance.md).
     const limit = Error.stackTraceLimit;
     Error.stackTraceLimit = 0;
     super(message);
@@ -20,37 +19,34 @@ export class HttpError extends Error {
   }
 }
 
-// Anything a client sent that we echo back is capped, so an error body or a log line stays small.
-export function truncate(value: string, max = 256): string {
-  return value.length > max ? `${value.slice(0, max)}...` : value;
-}
+// Anything a client sent that is echoed back is capped, so an error body or a log line stays small.
+const capped = (value: string, max = 256) => (value.length > max ? `${value.slice(0, max)}...` : value);
 
-export const badRequest = (reason: string) => new HttpError(400, reason);
-// RFC 9112 section 3.2: an HTTP/1.1 request without Host must be answered 400.
-export const missingHost = () => badRequest('Header "Host" is missing');
-export const targetWithoutHost = () => badRequest('Request target has no host');
-// RFC 9110 section 15.6.6; the connection closes, since the client speaks another protocol.
-export const versionNotSupported = () =>
-  new HttpError(505, 'HTTP version not supported; use HTTP/1.1', { Connection: 'close' });
-export const messageNotFound = (digest: string) => new HttpError(404, `Message not found for hash: ${truncate(digest)}`);
-export const pathNotFound = () => new HttpError(404, 'Not found');
-export const methodNotAllowed = (method: string, allow: string) =>
-  new HttpError(405, `Method ${truncate(method, 32)} not allowed; allowed: ${allow}`, { Allow: allow });
-export const payloadTooLarge = (limit: number) =>
-  new HttpError(413, `Request body exceeds the limit of ${limit} bytes`, { Connection: 'close' });
-export const bodyTooSlow = (rate: number) => new HttpError(408, `Request body arrived slower than ${rate} bytes/s`);
-export const unsupportedMediaType = (type: string | undefined) =>
-  new HttpError(415, `Content-Type must be application/json; received ${type === undefined ? 'none' : truncate(type, 64)}`);
-// Retry-After: RFC 9110 section 10.2.3. Outages and overloads are usually short; 1 to 5 s at random, so that the
-// clients refused in one second do not all come back in the same next one.
-export const storageUnavailable = (reason = 'Storage is unavailable, retry later') =>
-  new HttpError(503, reason, { 'Retry-After': String(1 + Math.floor(Math.random() * 5)) });
-export const shuttingDown = () =>
-  new HttpError(503, 'Server is shutting down, retry later', { 'Retry-After': '1', Connection: 'close' });
+// Retry-After (RFC 9110 section 10.2.3) of 1 to 5 s at random: clients refused together do not return together.
+const retryAfter = () => String(1 + Math.floor(Math.random() * 5));
 
-export function isHttpError(value: unknown): value is HttpError {
-  return value instanceof HttpError;
-}
+export const errors = {
+  badRequest: (reason: string) => new HttpError(400, reason),
+  // RFC 9112 section 3.2: an HTTP/1.1 request names its host.
+  missingHost: () => new HttpError(400, 'Header "Host" is missing'),
+  targetWithoutHost: () => new HttpError(400, 'Request target has no host'),
+  messageNotFound: (digest: string) => new HttpError(404, `Message not found for hash: ${capped(digest)}`),
+  pathNotFound: () => new HttpError(404, 'Not found'),
+  methodNotAllowed: (method: string, allow: string) =>
+    new HttpError(405, `Method ${capped(method, 32)} not allowed; allowed: ${allow}`, { Allow: allow }),
+  requestTimeout: () => new HttpError(408, 'Request timed out'),
+  bodyTooSlow: (rate: number) => new HttpError(408, `Request body arrived slower than ${rate} bytes/s`),
+  payloadTooLarge: (limit: number) =>
+    new HttpError(413, `Request body exceeds the limit of ${limit} bytes`, { Connection: 'close' }),
+  unsupportedMediaType: (type: string | undefined) =>
+    new HttpError(415, `Content-Type must be application/json; received ${type === undefined ? 'none' : capped(type, 64)}`),
+  headersTooLarge: () => new HttpError(431, 'Request header fields too large'),
+  internal: () => new HttpError(500, 'Internal server error'),
+  storageUnavailable: (reason = 'Storage is unavailable, retry later') => new HttpError(503, reason, { 'Retry-After': retryAfter() }),
+  shuttingDown: () => new HttpError(503, 'Server is shutting down, retry later', { 'Retry-After': '1', Connection: 'close' }),
+  // RFC 9110 section 15.6.6; the connection closes, since the client speaks another protocol.
+  versionNotSupported: () => new HttpError(505, 'HTTP version not supported; use HTTP/1.1', { Connection: 'close' }),
+};
 
 // The body and headers of an error answer: {"err_msg"}, never cached, with the security headers and the error's own.
 export function errorAnswer(err: HttpError, extra: Record<string, string> = {}) {
@@ -66,9 +62,10 @@ export function errorAnswer(err: HttpError, extra: Record<string, string> = {}) 
   return { headers, body };
 }
 
-// The same answer as bytes for the socket, for a request no handler sees.
-export function rawAnswer(err: HttpError, extra: Record<string, string> = {}): { bytes: string; bodyBytes: number } {
-  const { headers, body } = errorAnswer(err, extra);
+// The same answer as bytes for the socket, for a request no handler sees; the connection closes after it.
+export function rawAnswer(err: HttpError): { bytes: string; bodyBytes: number } {
+  const { headers, body } = errorAnswer(err, { Connection: 'close' });
   const head = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
-  return { bytes: `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status]}\r\n${head}\r\n${body}`, bodyBytes: Buffer.byteLength(body) };
+  const bytes = `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status]}\r\n${head}\r\n${body}`;
+  return { bytes, bodyBytes: Buffer.byteLength(body) };
 }

@@ -3,7 +3,7 @@ import { createCluster } from './redis-core.ts';
 import type { AppLog } from './app-log.ts';
 import { boundedCalls } from './redis-calls.ts';
 import type { HostPort, RedisConfig } from './config.ts';
-import { nodeOptions, probeKey, probeOptions, type RedisConnection } from './redis-connection.ts';
+import { nodeOptions, probeKey, probeOptions, writeDurably, type RedisConnection } from './redis-connection.ts';
 import { address, closeWithin, keepConnecting, offline, stateReporter, type StateReporter } from './redis-failures.ts';
 
 const clusterSlots = 16384;
@@ -66,16 +66,17 @@ export function connectCluster(config: RedisConfig, log: AppLog): RedisConnectio
   // of their own, so that reads and PINGs never queue behind one.
   const durable = config.minReplicas > 0 ? open() : main;
 
+  // What a write sends, for the log.
+  const command = config.minReplicas === 0 ? 'SET' : 'SET+WAIT';
   return {
-    set: (key, value, replicas, waitMs) => bounded(replicas === 0 ? 'SET' : 'SET+WAIT', async () => {
-      if (replicas === 0) return cluster.set(key, value).then(() => 0);
+    set: (key, value) => bounded(command, async () => {
+      if (config.minReplicas === 0) return void await cluster.set(key, value);
       // node-redis sends a bare WAIT to every shard (its request policy for WAIT is all_shards): pipeline it
       // behind the SET on the connection to the master that owns the key's slot instead.
       const master = await durable.cluster.getNodeClientForKey(key, false);
       if (!master.isReady) throw offline();
       try {
-        const [, acked] = await master.multi().set(key, value).wait(replicas, waitMs).execAsPipeline();
-        return Number(acked);
+        await writeDurably(master, key, value, config);
       } catch (err) {
         // The slot moved: a plain SET follows the redirect and refreshes the slot map for the client's retry.
         if (isRedirect(err)) await durable.cluster.set(key, value);

@@ -5,16 +5,33 @@ import { reconnectDelay } from './redis-failures.ts';
 
 // The few commands the store needs, whatever the Redis topology behind them.
 export interface RedisConnection {
-  // SET, and with replicas > 0 a WAIT pipelined behind it on the same connection: WAIT counts only the writes of
-  // the connection it is sent on (https://redis.io/docs/latest/commands/wait/). Resolves to the replicas that
-  // acknowledged within waitMs, 0 when none were asked for.
-  set(key: string, value: string, replicas: number, waitMs: number): Promise<number>;
+  // Resolves once Redis has the write and, with MESSAGES_REDIS_MIN_REPLICAS > 0, that many replicas acknowledged it
+  // (writeDurably); rejects otherwise.
+  set(key: string, value: string): Promise<void>;
   get(key: string): Promise<string | null>;
   // Resolves when every master accepts writes; rejects with the reason (unreachable, OOM, READONLY, NOPERM, ...).
   probe(): Promise<void>;
   readonly isReady: boolean;
   // A graceful close lets replies in flight arrive; past `withinMs` the connections are cut.
   close(withinMs: number): Promise<void>;
+}
+
+// A write Redis took, that fewer replicas than MESSAGES_REDIS_MIN_REPLICAS acknowledged in time.
+export class ReplicasMissing extends Error {
+  constructor(readonly acked: number, readonly wanted: number) {
+    super(`Write reached ${acked} of ${wanted} required replicas`);
+  }
+}
+
+interface Pipelines { multi(): { set(key: string, value: string): { wait(replicas: number, ms: number): { execAsPipeline(): Promise<unknown> } } } }
+
+// SET with a WAIT pipelined behind it on the same connection: WAIT counts only the writes of the connection it is sent
+// on (https://redis.io/docs/latest/commands/wait/). It gets half the Redis timeout, so that its count arrives before
+// the call's deadline does.
+export async function writeDurably(client: Pipelines, key: string, value: string, config: RedisConfig): Promise<void> {
+  const replies = await client.multi().set(key, value).wait(config.minReplicas, Math.floor(config.timeoutMs / 2)).execAsPipeline();
+  const acked = Number((replies as unknown[])[1]);
+  if (acked < config.minReplicas) throw new ReplicasMissing(acked, config.minReplicas);
 }
 
 // The readiness write: SET of this key only if it exists (XX), which it never does. Redis refuses it exactly when it

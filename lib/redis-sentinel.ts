@@ -6,7 +6,7 @@ import { createClient } from './redis-core.ts';
 import type { AppLog } from './app-log.ts';
 import { boundedCalls } from './redis-calls.ts';
 import type { HostPort, RedisConfig } from './config.ts';
-import { nodeOptions, probeKey, probeOptions, type RedisConnection } from './redis-connection.ts';
+import { nodeOptions, probeKey, probeOptions, writeDurably, type RedisConnection } from './redis-connection.ts';
 import { address, closeWithin, offline, reconnectDelay, stateReporter } from './redis-failures.ts';
 import { openReplicaReader } from './sentinel-replicas.ts';
 import { watchSentinels } from './sentinel-watch.ts';
@@ -101,14 +101,15 @@ export function connectSentinel(config: RedisConfig, log: AppLog): RedisConnecti
     return links;
   };
 
+  // What a write sends, for the log.
+  const command = config.minReplicas === 0 ? 'SET' : 'SET+WAIT';
   return {
-    set: (key, value, replicas, waitMs) => bounded(replicas === 0 ? 'SET' : 'SET+WAIT', async () => {
+    set: (key, value) => bounded(command, async () => {
       const { main, durable } = masterLinks();
-      if (replicas === 0) return main.set(key, value).then(() => 0);
+      if (config.minReplicas === 0) return void await main.set(key, value);
       // A pipeline is queued even while offline: refuse it here as single commands are.
       if (!durable.isReady) throw offline();
-      const [, acked] = await durable.multi().set(key, value).wait(replicas, waitMs).execAsPipeline();
-      return Number(acked);
+      await writeDurably(durable, key, value, config);
     }),
     get: (key) => bounded('GET', async () => {
       const fromReplica = reader === undefined ? null : await reader.sentinel.get(key).catch(() => null);

@@ -3,7 +3,7 @@ import { createClient } from './redis-core.ts';
 import type { AppLog } from './app-log.ts';
 import { boundedCalls } from './redis-calls.ts';
 import type { RedisConfig } from './config.ts';
-import { nodeOptions, probeKey, probeOptions, type RedisConnection } from './redis-connection.ts';
+import { nodeOptions, probeKey, probeOptions, writeDurably, type RedisConnection } from './redis-connection.ts';
 import { closeWithin, offline, stateReporter } from './redis-failures.ts';
 
 export function connectStandalone(config: RedisConfig, log: AppLog): RedisConnection {
@@ -31,13 +31,14 @@ export function connectStandalone(config: RedisConfig, log: AppLog): RedisConnec
   // WAIT holds its connection until the replicas answer or it times out: durable writes get a connection of their
   // own, so that reads and PINGs never queue behind one.
   const writer = config.minReplicas > 0 ? open() : client;
+  // What a write sends, for the log.
+  const command = config.minReplicas === 0 ? 'SET' : 'SET+WAIT';
   return {
-    set: (key, value, replicas, waitMs) => bounded(replicas === 0 ? 'SET' : 'SET+WAIT', async () => {
-      if (replicas === 0) return client.set(key, value).then(() => 0);
+    set: (key, value) => bounded(command, async () => {
+      if (config.minReplicas === 0) return void await client.set(key, value);
       // A pipeline is queued even while offline: refuse it here as single commands are.
       if (!writer.isReady) throw offline();
-      const [, acked] = await writer.multi().set(key, value).wait(replicas, waitMs).execAsPipeline();
-      return Number(acked);
+      await writeDurably(writer, key, value, config);
     }),
     get: (key) => bounded('GET', () => client.get(key)),
     probe: () => bounded('SET', () => client.set(probeKey, '1', probeOptions)).then(() => undefined),

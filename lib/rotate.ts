@@ -1,6 +1,6 @@
 // A single-writer, size-rotated, buffered log file that rotates like CPython's RotatingFileHandler.
 import fs from 'node:fs';
-import { throttle } from './throttle.ts';
+import { closeQuietly, describe, openForAppend, stderrReporter, writeAll, type LiveFile, type Report } from './log-file.ts';
 
 export interface RotatingFileOptions {
   path: string; // the live file; its directory must exist
@@ -12,17 +12,18 @@ export interface RotatingFileOptions {
 // Counted in UTF-16 units, which the lines are kept in until a flush encodes them at once: at most 3 bytes each.
 const maxBufferedUnits = 64 * 1024;
 
-// One 'exit' listener for every open file, however many a process (or a test run) opens.
+// Buffered lines, such as the one logging an uncaught exception, must not be lost on process.exit(): one 'exit'
+// listener for every open file, added when the first one opens.
 const flushedAtExit = new Set<RotatingFile>();
-process.on('exit', () => {
+const flushAll = () => {
   for (const file of flushedAtExit) file.flush();
-});
+};
 
 export class RotatingFile {
   private readonly path: string;
   private readonly maxBytes: number;
   private readonly backupCount: number;
-  private readonly report: (message: string) => void;
+  private readonly report: Report;
   private readonly flushNow = (): void => this.flush();
   private flushing: NodeJS.Immediate | undefined;
   private buffer: string[] = [];
@@ -37,7 +38,7 @@ export class RotatingFile {
     this.backupCount = checkCount('backupCount', options.backupCount, 0);
     this.report = options.onError ?? stderrReporter();
     this.openAgain();
-    // Buffered lines, such as the one logging an uncaught exception, must not be lost on process.exit().
+    if (flushedAtExit.size === 0) process.on('exit', flushAll);
     flushedAtExit.add(this);
   }
 
@@ -69,14 +70,14 @@ export class RotatingFile {
     for (let i = 0; i < lines.length && this.rotates(this.live); i++) {
       const lineBytes = Buffer.byteLength(lines[i]!);
       if (this.shouldRotate(this.live.size + segmentBytes, lineBytes)) {
-        this.writeAll(this.live, lines.slice(start, i));
+        writeAll(this.live, lines.slice(start, i), this.report);
         start = i;
         segmentBytes = 0;
         this.rotate();
       }
       segmentBytes += lineBytes;
     }
-    this.writeAll(this.live, start === 0 ? lines : lines.slice(start));
+    writeAll(this.live, start === 0 ? lines : lines.slice(start), this.report);
   }
 
   // logrotate's "create" mode and SIGHUP: lines already buffered belong to the file that was moved away.
@@ -91,7 +92,8 @@ export class RotatingFile {
     this.flush();
     this.closed = true;
     flushedAtExit.delete(this);
-    if (this.live !== undefined) this.closeQuietly(this.live.fd);
+    if (flushedAtExit.size === 0) process.off('exit', flushAll);
+    if (this.live !== undefined) closeQuietly(this.live, this.report);
   }
 
   // A line that comes after close(), from a request that ended while the service stopped: nothing would flush a
@@ -112,32 +114,6 @@ export class RotatingFile {
   // ...or an empty one (gh-116263).
   private shouldRotate(sizeBefore: number, lineBytes: number): boolean {
     return sizeBefore > 0 && sizeBefore + lineBytes >= this.maxBytes;
-  }
-
-  // One writeSync per segment; it may write part of the buffer (a file-size limit, a full disk), so loop.
-  private writeAll(live: LiveFile, segment: string[]): void {
-    if (segment.length === 0) return;
-    const data = Buffer.from(segment.join(''), 'utf8');
-    let written = 0;
-    try {
-      while (written < data.length) written += fs.writeSync(live.fd, data, written, data.length - written);
-      live.size += written;
-    } catch (error) {
-      this.report(`write to ${this.path} failed, ${segment.length} line(s) dropped: ${describe(error)}`);
-      if (written > 0 && live.regular) this.cutTornLine(live, written);
-    }
-  }
-
-  // O_APPEND put the `written` bytes at the end of the file: cut them off so that no torn line stays.
-  private cutTornLine(live: LiveFile, written: number): void {
-    try {
-      const end = fs.fstatSync(live.fd).size;
-      fs.ftruncateSync(live.fd, end - written);
-      live.size = end - written;
-    } catch (error) {
-      live.size += written;
-      this.report(`could not remove a partly written line from ${this.path}: ${describe(error)}`);
-    }
   }
 
   // Oldest first, as CPython's doRollover. POSIX rename replaces its target atomically, so the shift onto .N
@@ -171,50 +147,14 @@ export class RotatingFile {
       this.report(`could not open ${this.path}, ${fallback}: ${describe(error)}`);
       return false;
     }
-    if (this.live !== undefined) this.closeQuietly(this.live.fd);
+    if (this.live !== undefined) closeQuietly(this.live, this.report);
     this.live = opened;
     return true;
   }
 
-  private closeQuietly(fd: number): void {
-    try {
-      fs.closeSync(fd);
-    } catch (error) {
-      this.report(`could not close ${this.path}: ${describe(error)}`);
-    }
-  }
-}
-
-interface LiveFile {
-  fd: number;
-  size: number; // bytes in the file, from fstat at open, then counted as written
-  regular: boolean; // only regular files rotate (not /dev/null, a FIFO, a terminal)
-}
-
-// The size comes from fstat after an append-mode open, so an existing file's bytes count towards maxBytes.
-function openForAppend(path: string): LiveFile {
-  // 0o640 (before umask) because logs hold client addresses; an existing file keeps its mode.
-  const fd = fs.openSync(path, 'a', 0o640);
-  const stat = fs.fstatSync(fd);
-  return { fd, size: stat.size, regular: stat.isFile() };
 }
 
 function checkCount(name: string, value: number, min: number): number {
   if (Number.isSafeInteger(value) && value >= min) return value;
   throw new RangeError(`The value of "${name}" is out of range. It must be an integer >= ${min}. Received ${value}`);
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
-
-// One line per 10 s at most, so a full disk cannot flood stderr (itself perhaps on that disk).
-function stderrReporter(): (message: string) => void {
-  const allow = throttle();
-  return (message) => {
-    const suppressed = allow();
-    if (suppressed === undefined) return;
-    const note = suppressed > 0 ? ` (${suppressed} earlier error(s) not shown)` : '';
-    process.stderr.write(`rotate: ${message}${note}\n`);
-  };
 }

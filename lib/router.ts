@@ -1,19 +1,15 @@
 // A static route table: exact paths plus one parameterised prefix, HEAD served by GET, 405 with Allow.
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import { methodNotAllowed, pathNotFound } from './errors.ts';
+import { errors } from './errors.ts';
 
-export type Handler = (req: IncomingMessage, res: ServerResponse, param: string) => Promise<void> | void;
-export type Methods = Partial<Record<'GET' | 'POST', Handler>>;
+type Methods<H> = Partial<Record<'GET' | 'POST', H>>;
 
-export interface Route {
-  path: string;          // exact path, or a prefix ending in '/' when param is true
-  param: boolean;        // the segment after the prefix is passed to the handler
-  methods: Methods;
+export interface Route<H> {
+  path: string; // exact path, or a prefix ending in '/' when param is true
+  param: boolean; // the segment after the prefix is passed to the handler
+  methods: Methods<H>;
 }
 
-export interface Match { handler: Handler; param: string }
-
-function allowOf(methods: Methods): string {
+function allowOf(methods: Methods<unknown>): string {
   const names = Object.keys(methods);
   if ('GET' in methods) names.push('HEAD');
   return names.sort().join(', ');
@@ -28,14 +24,14 @@ export function authorityOf(url: string): string | undefined {
 }
 
 // Only the path matters for routing; the query string is ignored, never parsed.
-export function pathOf(url: string): string {
+function pathOf(url: string): string {
   const target = url.startsWith('/') ? url : (absoluteForm.exec(url)?.[2] || '/');
   const end = target.indexOf('?');
   return end === -1 ? target : target.slice(0, end);
 }
 
 // A malformed percent-escape is returned as given rather than thrown (polka's rule).
-export function decodeSegment(segment: string): string {
+function decodeSegment(segment: string): string {
   if (!segment.includes('%')) return segment;
   try {
     return decodeURIComponent(segment);
@@ -44,17 +40,17 @@ export function decodeSegment(segment: string): string {
   }
 }
 
-export function createRouter(table: readonly Route[]) {
-  const exact = new Map<string, { methods: Methods; allow: string }>();
-  const prefixed: { prefix: string; methods: Methods; allow: string }[] = [];
+export function createRouter<H>(table: readonly Route<H>[]) {
+  const exact = new Map<string, { methods: Methods<H>; allow: string }>();
+  const prefixed: { prefix: string; methods: Methods<H>; allow: string }[] = [];
   for (const route of table) {
     const entry = { methods: route.methods, allow: allowOf(route.methods) };
     if (route.param) prefixed.push({ prefix: route.path, ...entry });
     else exact.set(route.path, entry);
   }
 
-  // Returns the handler, or throws the 404/405 HttpError that answers the request.
-  return function find(method: string, url: string): Match {
+  // Returns the handler and the parameter, or throws the 404/405 HttpError that answers the request.
+  return function find(method: string, url: string): { handler: H; param: string } {
     const path = pathOf(url);
     let entry = exact.get(path);
     let param = '';
@@ -68,10 +64,10 @@ export function createRouter(table: readonly Route[]) {
         }
       }
     }
-    if (entry === undefined) throw pathNotFound();
+    if (entry === undefined) throw errors.pathNotFound();
     const key = method === 'HEAD' ? 'GET' : method;
     // hasOwn, not a plain lookup: a method named "constructor" must not reach Object.prototype.
-    if (!Object.hasOwn(entry.methods, key)) throw methodNotAllowed(method, entry.allow);
-    return { handler: entry.methods[key as keyof Methods]!, param };
+    if (!Object.hasOwn(entry.methods, key)) throw errors.methodNotAllowed(method, entry.allow);
+    return { handler: entry.methods[key as keyof Methods<H>]!, param };
   };
 }

@@ -3,11 +3,11 @@ import fs from 'node:fs';
 import https from 'node:https';
 import { performance } from 'node:perf_hooks';
 import type { AppLog } from './app-log.ts';
-import { createAppLog } from './app-log.ts';
 import { createApp } from './app.ts';
 import { createBudget } from './budget.ts';
 import { ensureCert } from './certs.ts';
-import { createConnections, handshakeReporter, limitPerAddress } from './connections.ts';
+import { createConnections } from './connections.ts';
+import { handshakeReporter, limitPerAddress } from './sockets.ts';
 import { ConfigError, defaultCertFile, defaultKeyFile, type Config } from './config.ts';
 import type { LogFiles } from './log-files.ts';
 import { connectRedis } from './redis.ts';
@@ -17,7 +17,6 @@ import { loadKeyPair, reloadKeyPair, tlsSettings } from './tls.ts';
 export interface Service {
   server: https.Server;
   port: number;
-  appLog: AppLog;
   reload(): void;
   stop(): Promise<void>;
 }
@@ -35,10 +34,9 @@ export async function prepareCert(config: Readonly<Config>, appLog: AppLog): Pro
   }
 }
 
-export async function startService(config: Readonly<Config>, logs: LogFiles): Promise<Service> {
-  const appLog = createAppLog(logs.app);
+export async function startService(config: Readonly<Config>, logs: LogFiles, appLog: AppLog): Promise<Service> {
   const pair = loadKeyPair(config.certFile, config.keyFile);
-  const store = createStore(connectRedis(config.redis, appLog), { minReplicas: config.redis.minReplicas, timeoutMs: config.redis.timeoutMs });
+  const store = createStore(connectRedis(config.redis, appLog));
   const body = { maxBytes: config.maxBodyBytes, minRate: config.minBodyRate, budget: createBudget(config.maxBufferedBytes) };
   const app = createApp({ store, appLog, accessLog: logs.access, body });
   const connections = createConnections(app.handle, logs.access, config.maxBodyBytes);
@@ -82,7 +80,6 @@ export async function startService(config: Readonly<Config>, logs: LogFiles): Pr
   return {
     server,
     port,
-    appLog,
     reload() {
       const failure = reloadKeyPair(server, config.certFile, config.keyFile);
       if (failure === undefined) appLog.info('cert_reloaded', { certFile: config.certFile });

@@ -1,7 +1,7 @@
 // Messages in Redis: one key per digest, written idempotently, acknowledged only once Redis has it.
 import { createHash } from 'node:crypto';
-import { storageUnavailable } from './errors.ts';
-import type { RedisConnection } from './redis-connection.ts';
+import { errors } from './errors.ts';
+import { ReplicasMissing, type RedisConnection } from './redis-connection.ts';
 import { replyKind } from './redis-replies.ts';
 
 const keyPrefix = 'messages:';
@@ -23,26 +23,19 @@ export interface Store {
   close(withinMs: number): Promise<void>;
 }
 
-export interface StoreOptions {
-  minReplicas: number;
-  timeoutMs: number;
-}
-
-export function createStore(redis: RedisConnection, options: StoreOptions): Store {
+export function createStore(redis: RedisConnection): Store {
   // Every Redis failure becomes the same fast 503; the cause is logged by the connection, not echoed.
   const unavailable = (): never => {
-    throw storageUnavailable();
+    throw errors.storageUnavailable();
   };
   return {
     async put(message) {
       const digest = digestOf(message);
       const key = keyPrefix + digest;
       // SET of the same value under the same key is harmless, so a repeated POST needs no check first.
-      // WAIT gets half the time budget, so that its count arrives before the connection's deadline does.
-      const acked = await redis.set(key, message, options.minReplicas, Math.floor(options.timeoutMs / 2)).catch(unavailable);
-      if (acked < options.minReplicas) {
-        throw storageUnavailable(`Write reached ${acked} of ${options.minReplicas} required replicas, retry later`);
-      }
+      await redis.set(key, message).catch((err: unknown) => {
+        throw err instanceof ReplicasMissing ? errors.storageUnavailable(`${err.message}, retry later`) : errors.storageUnavailable();
+      });
       return digest;
     },
     async get(digest) {

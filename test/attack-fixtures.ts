@@ -4,6 +4,7 @@ import { once } from 'node:events';
 import net from 'node:net';
 import tls from 'node:tls';
 import { loadConfig } from '../lib/config.ts';
+import { createAppLog } from '../lib/app-log.ts';
 import { openLogFiles } from '../lib/log-files.ts';
 import { startService, type Service } from '../lib/service.ts';
 
@@ -235,7 +236,7 @@ export async function startCapturing(env: Record<string, string>): Promise<Captu
       files.access(line);
     },
   };
-  const service = await startService(config, logs);
+  const service = await startService(config, logs, createAppLog(logs.app));
   return {
     service,
     appLines,

@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { generateCert } from '../lib/certs.ts';
 import { loadConfig, projectRoot, type Config } from '../lib/config.ts';
+import { createAppLog } from '../lib/app-log.ts';
 import { openLogFiles, type LogFiles } from '../lib/log-files.ts';
 import { startService, type Service } from '../lib/service.ts';
 
@@ -164,7 +165,7 @@ export interface InProcess { service: Service; logs: LogFiles; config: Readonly<
 export async function startInProcess(env: Record<string, string>): Promise<InProcess> {
   const config = loadConfig(env);
   const logs = openLogFiles(config);
-  const service = await startService(config, logs);
+  const service = await startService(config, logs, createAppLog(logs.app));
   return {
     service,
     logs,

@@ -264,12 +264,19 @@ test('close() twice is harmless, and a line written after close() is appended at
   assert.deepEqual(errors, []);
 });
 
-test('any number of open files share one exit listener', (t) => {
+test('any number of open files share one exit listener, added with the first and removed with the last', (t) => {
   const dir = tempDir(t);
   const before = process.listenerCount('exit');
   const logs = Array.from({ length: 20 }, (_, i) => new RotatingFile({ path: path.join(dir, `f${i}.log`), maxBytes: 0, backupCount: 0 }));
-  assert.equal(process.listenerCount('exit'), before);
+  assert.equal(process.listenerCount('exit'), before + 1);
   for (const log of logs) log.close();
+  assert.equal(process.listenerCount('exit'), before);
+});
+
+test('loading the module adds no listener: nothing happens at import', () => {
+  const result = execFileSync(process.execPath, ['--require', 'tsx/cjs', '-e',
+    `const before = process.listenerCount('exit'); require(${JSON.stringify(rotateModule)}); console.log(process.listenerCount('exit') - before)`], { encoding: 'utf8' });
+  assert.equal(result.trim(), '0');
 });
 
 test('reopen() after an external mv sends new lines to a new app.log', (t) => {

@@ -1,0 +1,64 @@
+// The file under a rotating log: opened for append, written whole or not at all, closed; failures are reported.
+import fs from 'node:fs';
+import { throttle } from './throttle.ts';
+
+export type Report = (message: string) => void;
+
+export interface LiveFile {
+  path: string;
+  fd: number;
+  size: number; // bytes in the file, from fstat at open, then counted as written
+  regular: boolean; // only regular files rotate (not /dev/null, a FIFO, a terminal)
+}
+
+export const describe = (error: unknown): string => (error instanceof Error ? error.message : String(error));
+
+// The size comes from fstat after an append-mode open, so an existing file's bytes count towards maxBytes.
+export function openForAppend(path: string): LiveFile {
+  // 0o640 (before umask) because logs hold client addresses; an existing file keeps its mode.
+  const fd = fs.openSync(path, 'a', 0o640);
+  const stat = fs.fstatSync(fd);
+  return { path, fd, size: stat.size, regular: stat.isFile() };
+}
+
+// One writeSync per segment; it may write part of the buffer (a file-size limit, a full disk), so it loops. A failed
+// segment is dropped whole: the bytes O_APPEND already put at the end are cut off, so that no torn line stays.
+export function writeAll(live: LiveFile, segment: string[], report: Report): void {
+  if (segment.length === 0) return;
+  const data = Buffer.from(segment.join(''), 'utf8');
+  let written = 0;
+  try {
+    while (written < data.length) written += fs.writeSync(live.fd, data, written, data.length - written);
+    live.size += written;
+  } catch (error) {
+    report(`write to ${live.path} failed, ${segment.length} line(s) dropped: ${describe(error)}`);
+    if (written === 0 || !live.regular) return;
+    try {
+      const end = fs.fstatSync(live.fd).size;
+      fs.ftruncateSync(live.fd, end - written);
+      live.size = end - written;
+    } catch (cutError) {
+      live.size += written;
+      report(`could not remove a partly written line from ${live.path}: ${describe(cutError)}`);
+    }
+  }
+}
+
+export function closeQuietly(live: LiveFile, report: Report): void {
+  try {
+    fs.closeSync(live.fd);
+  } catch (error) {
+    report(`could not close ${live.path}: ${describe(error)}`);
+  }
+}
+
+// One line per 10 s at most, so a full disk cannot flood stderr (itself perhaps on that disk).
+export function stderrReporter(): Report {
+  const allow = throttle();
+  return (message) => {
+    const suppressed = allow();
+    if (suppressed === undefined) return;
+    const note = suppressed > 0 ? ` (${suppressed} earlier error(s) not shown)` : '';
+    process.stderr.write(`rotate: ${message}${note}\n`);
+  };
+}
