@@ -1,6 +1,7 @@
 // The only module that reads process.env: every MESSAGES_* variable is parsed and validated here, once.
 import { availableParallelism } from 'node:os';
 import path from 'node:path';
+import { ConfigError, read, type Env } from './env.ts';
 
 export const projectRoot = path.resolve(__dirname, '..');
 export const defaultCertFile = path.join(projectRoot, 'certs', 'localhost.crt');
@@ -69,103 +70,35 @@ const integers = {
   redisTimeoutMs: ['MESSAGES_REDIS_TIMEOUT_MS', 1000, 50, 60_000],
 } as const satisfies Record<string, readonly [string, number, number, number]>;
 
-export class ConfigError extends Error {}
-
-type Env = Record<string, string | undefined>;
-
-function received(value: string): string {
-  return JSON.stringify(value.length > 80 ? `${value.slice(0, 80)}...` : value);
-}
-
-function integer(env: Env, name: string, fallback: number, min: number, max: number): number {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return fallback;
-  if (!/^\d+$/.test(raw.trim())) {
-    throw new ConfigError(`The value of "${name}" is invalid. It must be an integer. Received ${received(raw)}`);
-  }
-  const value = Number(raw.trim());
-  if (value < min || value > max) {
-    throw new ConfigError(`The value of "${name}" is out of range. It must be >= ${min} && <= ${max}. Received ${raw.trim()}`);
-  }
-  return value;
-}
-
-function flag(env: Env, name: string): boolean {
-  const raw = (env[name] ?? '').trim().toLowerCase();
-  if (['', '0', 'false', 'no'].includes(raw)) return false;
-  if (['1', 'true', 'yes'].includes(raw)) return true;
-  throw new ConfigError(`The value of "${name}" is invalid. It must be one of 0, 1, true, false. Received ${received(raw)}`);
-}
-
-function text(env: Env, name: string, fallback: string): string {
-  const raw = env[name];
-  return raw === undefined || raw.trim() === '' ? fallback : raw.trim();
-}
-
-function optional(env: Env, name: string): string | undefined {
-  const raw = env[name];
-  return raw === undefined || raw === '' ? undefined : raw;
-}
-
 // Relative paths resolve against the project root so that the working directory never matters.
-function filePath(env: Env, name: string, fallback: string): string {
-  return path.resolve(projectRoot, text(env, name, fallback));
-}
-
-function hostPortList(env: Env, name: string): HostPort[] {
-  const raw = optional(env, name);
-  if (raw === undefined) return [];
-  return raw.split(',').map((entry) => {
-    const match = /^\[?([^\]\s]+?)\]?:(\d{1,5})$/.exec(entry.trim());
-    if (match === null || Number(match[2]) > 65535 || Number(match[2]) === 0) {
-      throw new ConfigError(`The value of "${name}" is invalid. It must be a comma-separated list of host:port. Received ${received(raw)}`);
-    }
-    return { host: match[1]!, port: Number(match[2]) };
-  });
-}
-
-function redisUrl(env: Env): string | undefined {
-  const raw = optional(env, 'MESSAGES_REDIS_URL');
-  if (raw === undefined) return undefined;
-  let url: URL;
-  try {
-    url = new URL(raw);
-  } catch {
-    throw new ConfigError('The value of "MESSAGES_REDIS_URL" is invalid. It must be a redis:// or rediss:// URL. Received an unparsable URL');
-  }
-  if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
-    // The URL may hold a password: name the scheme only.
-    throw new ConfigError(`The value of "MESSAGES_REDIS_URL" is invalid. It must be a redis:// or rediss:// URL. Received scheme ${received(url.protocol)}`);
-  }
-  return raw;
-}
+const filePath = (env: Env, name: string, fallback: string) => path.resolve(projectRoot, read.text(env, name, fallback));
 
 function workers(env: Env): number {
-  const raw = text(env, 'MESSAGES_WORKERS', '1');
+  const raw = read.text(env, 'MESSAGES_WORKERS', '1');
   if (raw.toLowerCase() === 'auto') return availableParallelism();
-  return integer(env, 'MESSAGES_WORKERS', 1, 1, 256);
+  return read.integer(env, 'MESSAGES_WORKERS', 1, 1, 256);
 }
 
 export function loadConfig(env: Env = process.env): Readonly<Config> {
   const int = (key: keyof typeof integers) => {
     const [name, fallback, min, max] = integers[key];
-    return integer(env, name, fallback, min, max);
+    return read.integer(env, name, fallback, min, max);
   };
-  const url = redisUrl(env);
-  const caFile = optional(env, 'MESSAGES_REDIS_CA_FILE');
+  const url = read.redisUrl(env);
+  const caFile = read.optional(env, 'MESSAGES_REDIS_CA_FILE');
   const redis: RedisConfig = {
     url,
-    host: text(env, 'MESSAGES_REDIS_HOST', 'localhost'),
+    host: read.text(env, 'MESSAGES_REDIS_HOST', 'localhost'),
     port: int('redisPort'),
-    username: optional(env, 'MESSAGES_REDIS_USERNAME'),
-    password: optional(env, 'MESSAGES_REDIS_PASSWORD'),
-    tls: flag(env, 'MESSAGES_REDIS_TLS') || (url?.startsWith('rediss:') ?? false),
+    username: read.optional(env, 'MESSAGES_REDIS_USERNAME'),
+    password: read.optional(env, 'MESSAGES_REDIS_PASSWORD'),
+    tls: read.flag(env, 'MESSAGES_REDIS_TLS') || (url?.startsWith('rediss:') ?? false),
     caFile: caFile === undefined ? undefined : path.resolve(projectRoot, caFile),
-    clusterNodes: hostPortList(env, 'MESSAGES_REDIS_CLUSTER_NODES'),
-    readFromReplicas: flag(env, 'MESSAGES_REDIS_READ_FROM_REPLICAS'),
-    sentinels: hostPortList(env, 'MESSAGES_REDIS_SENTINELS'),
-    sentinelName: text(env, 'MESSAGES_REDIS_SENTINEL_NAME', 'mymaster'),
-    sentinelPassword: optional(env, 'MESSAGES_REDIS_SENTINEL_PASSWORD'),
+    clusterNodes: read.hostPortList(env, 'MESSAGES_REDIS_CLUSTER_NODES'),
+    readFromReplicas: read.flag(env, 'MESSAGES_REDIS_READ_FROM_REPLICAS'),
+    sentinels: read.hostPortList(env, 'MESSAGES_REDIS_SENTINELS'),
+    sentinelName: read.text(env, 'MESSAGES_REDIS_SENTINEL_NAME', 'mymaster'),
+    sentinelPassword: read.optional(env, 'MESSAGES_REDIS_SENTINEL_PASSWORD'),
     minReplicas: int('redisMinReplicas'),
     timeoutMs: int('redisTimeoutMs'),
     maxInflight: int('maxInflight'),
@@ -175,13 +108,13 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
   }
   // The URL names one server; Cluster and Sentinel modes find theirs from the seeds: its credentials would be lost.
   for (const name of ['MESSAGES_REDIS_CLUSTER_NODES', 'MESSAGES_REDIS_SENTINELS'] as const) {
-    if (url !== undefined && optional(env, name) !== undefined) {
+    if (url !== undefined && read.optional(env, name) !== undefined) {
       throw new ConfigError(`The values of "MESSAGES_REDIS_URL" and "${name}" are in conflict. Set MESSAGES_REDIS_USERNAME, MESSAGES_REDIS_PASSWORD and MESSAGES_REDIS_TLS instead of the URL`);
     }
   }
   const config: Config = {
     port: int('port'),
-    bind: text(env, 'MESSAGES_BIND', '0.0.0.0'),
+    bind: read.text(env, 'MESSAGES_BIND', '0.0.0.0'),
     workers: workers(env),
     certFile: filePath(env, 'MESSAGES_CERT_FILE', defaultCertFile),
     keyFile: filePath(env, 'MESSAGES_KEY_FILE', defaultKeyFile),

@@ -4,7 +4,8 @@ import type { AppLog } from './app-log.ts';
 import { boundedCalls } from './redis-calls.ts';
 import type { HostPort, RedisConfig } from './config.ts';
 import { nodeOptions, probeKey, probeOptions, writeDurably, type RedisConnection } from './redis-connection.ts';
-import { address, closeWithin, keepConnecting, offline, stateReporter, type StateReporter } from './redis-failures.ts';
+import { address, closeWithin, keepConnecting, offline } from './redis-failures.ts';
+import { stateReporter, type StateReporter } from './redis-state.ts';
 
 const clusterSlots = 16384;
 

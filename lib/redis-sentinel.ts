@@ -7,7 +7,8 @@ import type { AppLog } from './app-log.ts';
 import { boundedCalls } from './redis-calls.ts';
 import type { HostPort, RedisConfig } from './config.ts';
 import { nodeOptions, probeKey, probeOptions, writeDurably, type RedisConnection } from './redis-connection.ts';
-import { address, closeWithin, offline, reconnectDelay, stateReporter } from './redis-failures.ts';
+import { address, closeWithin, offline, reconnectDelay } from './redis-failures.ts';
+import { stateReporter } from './redis-state.ts';
 import { openReplicaReader } from './sentinel-replicas.ts';
 import { watchSentinels } from './sentinel-watch.ts';
 

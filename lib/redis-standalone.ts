@@ -4,7 +4,8 @@ import type { AppLog } from './app-log.ts';
 import { boundedCalls } from './redis-calls.ts';
 import type { RedisConfig } from './config.ts';
 import { nodeOptions, probeKey, probeOptions, writeDurably, type RedisConnection } from './redis-connection.ts';
-import { closeWithin, offline, stateReporter } from './redis-failures.ts';
+import { closeWithin, offline } from './redis-failures.ts';
+import { stateReporter } from './redis-state.ts';
 
 export function connectStandalone(config: RedisConfig, log: AppLog): RedisConnection {
   const target = config.url === undefined ? `${config.host}:${config.port}` : new URL(config.url).host;

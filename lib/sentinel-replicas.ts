@@ -4,7 +4,8 @@ import { createSentinel } from './redis-core.ts';
 import type { AppLog } from './app-log.ts';
 import type { RedisConfig } from './config.ts';
 import { nodeOptions, tlsOptions } from './redis-connection.ts';
-import { closeWithin, describeRedisError, keepConnecting } from './redis-failures.ts';
+import { closeWithin, keepConnecting } from './redis-failures.ts';
+import { describeRedisError } from './redis-state.ts';
 import { throttle } from './throttle.ts';
 
 // GETs spread over the replicas by node-redis's Sentinel support (replicaPoolSize > 0 sends read-only commands to

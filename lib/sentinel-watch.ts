@@ -8,7 +8,8 @@
 import type { HostPort, RedisConfig } from './config.ts';
 import { createClient } from './redis-core.ts';
 import type { Bounded } from './redis-calls.ts';
-import { address, offline, reconnectDelay, type StateReporter } from './redis-failures.ts';
+import { address, offline, reconnectDelay } from './redis-failures.ts';
+import type { StateReporter } from './redis-state.ts';
 import { tlsOptions } from './redis-connection.ts';
 
 export interface SentinelWatch {

@@ -5,7 +5,8 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { ConfigError, defaultCertFile, defaultKeyFile, describeConfig, loadConfig, projectRoot } from '../lib/config.ts';
+import { defaultCertFile, defaultKeyFile, describeConfig, loadConfig, projectRoot } from '../lib/config.ts';
+import { ConfigError } from '../lib/env.ts';
 
 test('uses the documented defaults when nothing is set', () => {
   const config = loadConfig({});
