@@ -48,7 +48,8 @@ export class Registry {
   lasting(snapshot: Snapshot): Snapshot {
     const kept: Snapshot = {};
     for (const [name, family] of this.families) {
-      if ((family.kind === 'counter' || family.kind === 'histogram') && snapshot[name] !== undefined) kept[name] = snapshot[name];
+      const lasts = family.kind === 'counter' || family.kind === 'histogram';
+      if (lasts && snapshot[name] !== undefined) kept[name] = snapshot[name];
     }
     return kept;
   }
@@ -66,7 +67,8 @@ export class Registry {
     const merged = this.merge(snapshots);
     let text = '';
     for (const [name, family] of this.families) {
-      text += `# HELP ${name} ${family.help}\n# TYPE ${name} ${family.kind === 'histogram' || family.kind === 'counter' ? family.kind : 'gauge'}\n`;
+      const type = family.kind === 'histogram' || family.kind === 'counter' ? family.kind : 'gauge';
+      text += `# HELP ${name} ${family.help}\n# TYPE ${name} ${type}\n`;
       for (const [key, value] of Object.entries(merged[name] ?? {})) {
         if (typeof value === 'number') {
           text += `${name}${key} ${value}\n`;
@@ -77,7 +79,8 @@ export class Registry {
           cumulative += value.counts[i]!;
           text += `${name}_bucket${withLe(key, String(bound))} ${cumulative}\n`;
         }
-        text += `${name}_bucket${withLe(key, '+Inf')} ${value.count}\n${name}_sum${key} ${value.sum}\n${name}_count${key} ${value.count}\n`;
+        text += `${name}_bucket${withLe(key, '+Inf')} ${value.count}\n`;
+        text += `${name}_sum${key} ${value.sum}\n${name}_count${key} ${value.count}\n`;
       }
     }
     return text;
