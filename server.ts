@@ -32,8 +32,7 @@ function exit(code: number): void {
   else process.exit(code);
 }
 
-// Signals are handled from the first moment: a SIGTERM or SIGHUP that arrives while the service is still
-// starting is acted on once it has started, instead of killing it with no drain.
+// A SIGTERM or SIGHUP during the start is acted on once started, instead of killing the process with no drain.
 let stop: (() => Promise<void>) | undefined;
 let reload: (() => void) | undefined;
 let stopRequested: number | undefined;

@@ -12,7 +12,8 @@ export function timestamp(now = Date.now()): string {
   const second = Math.floor(now / 1000);
   if (second !== stampSecond) {
     const d = new Date(second * 1000);
-    stamp = `[${pad(d.getUTCDate())}/${months[d.getUTCMonth()]}/${d.getUTCFullYear()}:${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())} +0000]`;
+    const date = `${pad(d.getUTCDate())}/${months[d.getUTCMonth()]}/${d.getUTCFullYear()}`;
+    stamp = `[${date}:${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())} +0000]`;
     stampSecond = second;
   }
   return stamp;
@@ -27,9 +28,7 @@ const escapeChar = (ch: string): string => {
   return code < 0x100 ? `\\x${code.toString(16).padStart(2, '0')}` : `\\u${code.toString(16).padStart(4, '0')}`;
 };
 
-// Apache's rule: quote and backslash escaped, every other byte outside printable ASCII as \xHH. At most `max`
-// characters come out, escapes included, and an escape is never cut. Node hands header and URL bytes over as latin1,
-// so each character here is one byte on the wire.
+// Apache's rule: quote, backslash and bytes outside printable ASCII escaped; at most `max` chars, no escape cut.
 export function escapeField(value: string | undefined, max: number): string {
   if (value === undefined || value === '') return '-';
   const capped = value.length > max ? value.slice(0, max) : value;
@@ -46,20 +45,38 @@ export function escapeField(value: string | undefined, max: number): string {
 
 // The longest field of each kind, in characters after escaping: every line is ASCII, so characters are bytes.
 const caps = { method: 16, url: 2048, version: 8, referer: 512, agent: 512 } as const;
-// The longest line, newline included: an IPv6 address at its longest (45), the timestamp (28), the status (3), bytes
-// and time of up to 16 characters each, the fields above, and the format's 25 separators, quotes and "HTTP/".
-export const maxAccessLineBytes = 45 + 28 + 3 + 16 + 16 + caps.method + caps.url + caps.version + caps.referer + caps.agent + 25;
+// The longest line, newline included: address, timestamp, status, bytes, time, the fields, 25 format characters.
+export const maxAccessLineBytes =
+  45 + 28 + 3 + 16 + 16 + caps.method + caps.url + caps.version + caps.referer + caps.agent + 25;
 
 export function accessLine(req: IncomingMessage, status: number, bytes: number, elapsedMs: number | undefined): string {
-  const request = `${escapeField(req.method, caps.method)} ${escapeField(req.url, caps.url)} HTTP/${escapeField(req.httpVersion, caps.version)}`;
-  return line(req.socket.remoteAddress, request, status, bytes, escapeField(req.headers.referer, caps.referer), escapeField(req.headers['user-agent'], caps.agent), elapsedMs);
+  const method = escapeField(req.method, caps.method);
+  const request = `${method} ${escapeField(req.url, caps.url)} HTTP/${escapeField(req.httpVersion, caps.version)}`;
+  const referer = escapeField(req.headers.referer, caps.referer);
+  const agent = escapeField(req.headers['user-agent'], caps.agent);
+  return line(req.socket.remoteAddress, request, status, bytes, referer, agent, elapsedMs);
 }
 
 // A request the HTTP parser refused before it became one: its first line as received, escaped ("-" when unknown).
-export function refusedLine(remote: string | undefined, requestLine: string | undefined, status: number, bytes: number): string {
+export function refusedLine(
+  remote: string | undefined,
+  requestLine: string | undefined,
+  status: number,
+  bytes: number,
+): string {
   return line(remote, escapeField(requestLine, caps.url), status, bytes, '-', '-', undefined);
 }
 
-function line(remote: string | undefined, request: string, status: number, bytes: number, referer: string, agent: string, elapsedMs: number | undefined): string {
-  return `${remote ?? '-'} - - ${timestamp()} "${request}" ${status} ${bytes === 0 ? '-' : bytes} "${referer}" "${agent}" ${elapsedMs === undefined ? '-' : elapsedMs.toFixed(3)}\n`;
+function line(
+  remote: string | undefined,
+  request: string,
+  status: number,
+  bytes: number,
+  referer: string,
+  agent: string,
+  elapsedMs: number | undefined,
+): string {
+  const size = bytes === 0 ? '-' : bytes;
+  const time = elapsedMs === undefined ? '-' : elapsedMs.toFixed(3);
+  return `${remote ?? '-'} - - ${timestamp()} "${request}" ${status} ${size} "${referer}" "${agent}" ${time}\n`;
 }

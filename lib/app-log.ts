@@ -32,7 +32,8 @@ function serialize(level: string, event: string, fields: Record<string, unknown>
 }
 
 export function createAppLog(sink: LineSink): AppLog {
-  const write = (level: string, event: string, fields: Record<string, unknown> | undefined) => sink(serialize(level, event, fields));
+  const write = (level: string, event: string, fields: Record<string, unknown> | undefined) =>
+    sink(serialize(level, event, fields));
   return {
     info: (event, fields) => write('info', event, fields),
     warn: (event, fields) => write('warn', event, fields),

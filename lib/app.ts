@@ -26,10 +26,17 @@ const json = 'application/json; charset=utf-8';
 export function createApp({ store, appLog, accessLog, body: bodyLimits }: AppOptions) {
   let draining = false;
 
-  function send({ req, res, received }: Exchange, status: number, body: string, headers: Record<string, string | number> = {}) {
+  function send(
+    { req, res, received }: Exchange,
+    status: number,
+    body: string,
+    headers: Record<string, string | number> = {},
+  ) {
     // A 304 carries the validator and caching headers, no representation metadata (RFC 9110 section 15.4.5).
     const length = status === 304 ? 0 : Buffer.byteLength(body);
-    const representation = status === 304 ? {} : { 'Content-Type': json, 'Content-Length': length, 'Cache-Control': 'no-store' };
+    const representation = status === 304
+      ? {}
+      : { 'Content-Type': json, 'Content-Length': length, 'Cache-Control': 'no-store' };
     res.writeHead(status, {
       ...representation,
       ...securityHeaders,
@@ -66,7 +73,9 @@ export function createApp({ store, appLog, accessLog, body: bodyLimits }: AppOpt
     const headers = { ETag: etag, 'Cache-Control': immutable };
     const match = exchange.req.headers['if-none-match'];
     // RFC 9110 section 13.1.2: weak comparison, a list, or "*".
-    if (match !== undefined && (match.trim() === '*' || match.split(',').some((tag) => tag.trim().replace(/^W\//, '') === etag))) {
+    const matched = match !== undefined
+      && (match.trim() === '*' || match.split(',').some((tag) => tag.trim().replace(/^W\//, '') === etag));
+    if (matched) {
       send(exchange, 304, '', headers);
       return;
     }
@@ -75,8 +84,11 @@ export function createApp({ store, appLog, accessLog, body: bodyLimits }: AppOpt
 
   async function readiness(exchange: Exchange) {
     const reason = await store.unready();
-    if (reason === undefined) send(exchange, 200, '{"status":"ready"}');
-    else send(exchange, 503, JSON.stringify({ err_msg: `${reason}; see app.log for the cause` }), { 'Retry-After': '1' });
+    if (reason === undefined) {
+      send(exchange, 200, '{"status":"ready"}');
+      return;
+    }
+    send(exchange, 503, JSON.stringify({ err_msg: `${reason}; see app.log for the cause` }), { 'Retry-After': '1' });
   }
 
   const route = createRouter<Handler>([
@@ -93,7 +105,9 @@ export function createApp({ store, appLog, accessLog, body: bodyLimits }: AppOpt
     // RFC 9112 section 3.2: an HTTP/1.1 request names its host, in Host or in an absolute-form target.
     const authority = authorityOf(req.url ?? '');
     if (authority === '') throw errors.targetWithoutHost();
-    if (authority === undefined && req.headers.host === undefined && req.httpVersion === '1.1') throw errors.missingHost();
+    if (authority === undefined && req.headers.host === undefined && req.httpVersion === '1.1') {
+      throw errors.missingHost();
+    }
   }
 
   function handle(req: IncomingMessage, res: ServerResponse, received: number): void {

@@ -20,8 +20,7 @@ export interface BodyLimits {
   budget: Budget; // MESSAGES_MAX_BUFFERED_BYTES for the whole process
 }
 
-// A body may start slowly (a client's first round trips, TCP slow start); from then on it must keep a minimum rate,
-// as Kestrel's MinRequestBodyDataRate (240 bytes/s after 5 s) does, or its connection goes to a client that sends.
+// A slow start is allowed, then a minimum rate holds, as Kestrel's MinRequestBodyDataRate (240 bytes/s after 5 s).
 const rateGraceMs = 5000;
 
 // The most a body can hold: its Content-Length, else (chunked) the limit. A larger Content-Length is a 413 at once.
@@ -32,9 +31,7 @@ function largestSize(req: IncomingMessage, limit: number): number {
   return Number(declared);
 }
 
-// Settles exactly once: with the whole body, a 413 as soon as the limit is passed, or a 408 when it comes too slowly.
-// The listeners are inline and stay on the request, which ends with this exchange: tsx's keepNames gives every named
-// closure a defineProperty call, which was the largest cost of reading a body.
+// Settles once: whole body, 413 past the limit, or 408 too slow; listeners inline, as tsx's keepNames is costly.
 function readBody(req: IncomingMessage, { maxBytes: limit, minRate }: BodyLimits): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -66,16 +63,14 @@ function readBody(req: IncomingMessage, { maxBytes: limit, minRate }: BodyLimits
       clearInterval(rate);
       resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
     });
-    // The client went away mid-body: a 4xx for the access log, never an error in the process. 'close' always follows
-    // an abort, and Node emits the request's 'error' only to a listener (IncomingMessage's onError), so none is added.
+    // A client gone mid-body is a 4xx in the access log; no 'error' listener is added: 'close' follows an abort.
     req.on('close', () => {
       if (!settled) fail(errors.badRequest('Request body was not received completely'));
     });
   });
 }
 
-// JSON.parse costs far more per byte on deep nesting than on a plain body (1 MiB of "[" cost 17x a 1 MiB message):
-// the body is an object with a string in it, so anything nested deeper than this is refused before parsing.
+// Deeper is refused before parsing: deep nesting costs JSON.parse 17x per byte (1 MiB of "[" vs a 1 MiB message).
 const maxDepth = 32;
 
 // A JSON string, escapes included (the unrolled form: no backtracking, linear in its length).
@@ -125,9 +120,11 @@ export function parseMessage(body: Buffer): string {
   return message;
 }
 
-// Reads the message of a POST once its body fits the process's budget; `release` gives the bytes back once the
-// message is stored (or refused).
-export async function readMessage(req: IncomingMessage, limits: BodyLimits): Promise<{ message: string; release: Release }> {
+// Reads a POST's message once its body fits the budget; `release` returns the bytes once it is stored or refused.
+export async function readMessage(
+  req: IncomingMessage,
+  limits: BodyLimits,
+): Promise<{ message: string; release: Release }> {
   if (!isJson(req.headers['content-type'])) throw errors.unsupportedMediaType(req.headers['content-type']);
   const release = await limits.budget.reserve(largestSize(req, limits.maxBytes), req);
   try {

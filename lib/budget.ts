@@ -1,6 +1,4 @@
-// The bytes of request bodies one process holds at once (MESSAGES_MAX_BUFFERED_BYTES): a body is read only once its
-// largest size fits, from reading until its write is answered; the others wait unread, in arrival order, so that TCP
-// pushes back on their clients instead of the process growing with them.
+// MESSAGES_MAX_BUFFERED_BYTES of bodies per process: a body that does not fit waits unread, so TCP pushes back.
 import type { IncomingMessage } from 'node:http';
 import { errors } from './errors.ts';
 

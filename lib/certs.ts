@@ -57,7 +57,8 @@ export async function ensureCert(certFile: string, keyFile: string): Promise<boo
 if (require.main === module) {
   const config = loadConfig();
   ensureCert(config.certFile, config.keyFile).then((generated) => {
-    console.log(generated ? `wrote ${config.certFile} and ${config.keyFile}` : `kept existing ${config.certFile} and ${config.keyFile}`);
+    const files = `${config.certFile} and ${config.keyFile}`;
+    console.log(generated ? `wrote ${files}` : `kept existing ${files}`);
   }, (err: unknown) => {
     console.error(`certs: ${err instanceof Error ? err.message : String(err)}`);
     process.exitCode = 1;

@@ -71,7 +71,8 @@ const integers = {
 } as const satisfies Record<string, readonly [string, number, number, number]>;
 
 // Relative paths resolve against the project root so that the working directory never matters.
-const filePath = (env: Env, name: string, fallback: string) => path.resolve(projectRoot, read.text(env, name, fallback));
+const filePath = (env: Env, name: string, fallback: string) =>
+  path.resolve(projectRoot, read.text(env, name, fallback));
 
 function workers(env: Env): number {
   const raw = read.text(env, 'MESSAGES_WORKERS', '1');
@@ -104,12 +105,14 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     maxInflight: int('maxInflight'),
   };
   if (redis.clusterNodes.length > 0 && redis.sentinels.length > 0) {
-    throw new ConfigError('The values of "MESSAGES_REDIS_CLUSTER_NODES" and "MESSAGES_REDIS_SENTINELS" are in conflict. Set at most one of them');
+    throw new ConfigError('The values of "MESSAGES_REDIS_CLUSTER_NODES" and "MESSAGES_REDIS_SENTINELS" ' +
+      'are in conflict. Set at most one of them');
   }
   // The URL names one server; Cluster and Sentinel modes find theirs from the seeds: its credentials would be lost.
   for (const name of ['MESSAGES_REDIS_CLUSTER_NODES', 'MESSAGES_REDIS_SENTINELS'] as const) {
     if (url !== undefined && read.optional(env, name) !== undefined) {
-      throw new ConfigError(`The values of "MESSAGES_REDIS_URL" and "${name}" are in conflict. Set MESSAGES_REDIS_USERNAME, MESSAGES_REDIS_PASSWORD and MESSAGES_REDIS_TLS instead of the URL`);
+      throw new ConfigError(`The values of "MESSAGES_REDIS_URL" and "${name}" are in conflict. ` +
+        'Set MESSAGES_REDIS_USERNAME, MESSAGES_REDIS_PASSWORD and MESSAGES_REDIS_TLS instead of the URL');
     }
   }
   const config: Config = {
@@ -134,11 +137,13 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     redis: Object.freeze(redis),
   };
   if (config.requestTimeoutMs < config.headersTimeoutMs) {
-    throw new ConfigError(`The value of "MESSAGES_REQUEST_TIMEOUT_MS" is out of range. It must be >= MESSAGES_HEADERS_TIMEOUT_MS (${config.headersTimeoutMs}). Received ${config.requestTimeoutMs}`);
+    throw new ConfigError('The value of "MESSAGES_REQUEST_TIMEOUT_MS" is out of range. ' +
+      `It must be >= MESSAGES_HEADERS_TIMEOUT_MS (${config.headersTimeoutMs}). Received ${config.requestTimeoutMs}`);
   }
   // A body of the largest size allowed must fit, or such a request would wait for ever.
   if (config.maxBufferedBytes < config.maxBodyBytes) {
-    throw new ConfigError(`The value of "MESSAGES_MAX_BUFFERED_BYTES" is out of range. It must be >= MESSAGES_MAX_BODY_BYTES (${config.maxBodyBytes}). Received ${config.maxBufferedBytes}`);
+    throw new ConfigError('The value of "MESSAGES_MAX_BUFFERED_BYTES" is out of range. ' +
+      `It must be >= MESSAGES_MAX_BODY_BYTES (${config.maxBodyBytes}). Received ${config.maxBufferedBytes}`);
   }
   return Object.freeze(config);
 }

@@ -1,5 +1,4 @@
-// One HTTPS connection's requests: they run one at a time in the order they came, the ones the parser read ahead wait
-// unread, and answers no handler gives (malformed requests, timeouts, CONNECT) take their turn, then end it.
+// A connection's requests run one at a time, in order; refusals, timeouts, CONNECT answer in turn and close it.
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -47,8 +46,7 @@ export function createConnections(handle: Handle, accessLog: LineSink, lingerByt
       connections.set(socket, created);
       // Node ends a connection after its last answer with destroySoon() (end, then destroy at once): linger instead.
       socket.destroySoon = () => close(socket, created);
-      // Asked while the connection is open, the address is kept by Node: the access-log line of a request whose
-      // client left before the answer still has it.
+      // Read while open, the address is kept by Node: the access log still has it for a client that left early.
       void socket.remoteAddress;
     }
     return connection;
@@ -85,8 +83,7 @@ export function createConnections(handle: Handle, accessLog: LineSink, lingerByt
     else connection.last = answer;
   }
 
-  // A request that runs while its body is cut (the request timeout, a malformed chunk) is answered through its own
-  // response; one that has already answered is only closed.
+  // A running request whose body is cut (timeout, bad chunk) answers through its response, or closes if answered.
   function answerThrough(socket: Socket, turn: Turn, err: HttpError): void {
     if (turn.res.headersSent) {
       socket.destroy();
@@ -98,11 +95,11 @@ export function createConnections(handle: Handle, accessLog: LineSink, lingerByt
     accessLog(accessLine(turn.req, err.status, Buffer.byteLength(body), undefined));
   }
 
-  // The first line of what the parser was reading, when that is the start of the request: the bytes are all the
-  // connection has carried (a request sent in pieces fails on a later one) and held no request before this one.
-  // Otherwise the line is left unknown rather than guessed.
+  // The refused request's first line, only if the packet is all the connection carried; else unknown, not guessed.
   function requestLineOf(err: NodeJS.ErrnoException & { rawPacket?: Buffer }, socket: Socket): string | undefined {
-    if (err.rawPacket === undefined || socket.bytesRead !== err.rawPacket.length || connections.has(socket)) return undefined;
+    if (err.rawPacket === undefined || socket.bytesRead !== err.rawPacket.length || connections.has(socket)) {
+      return undefined;
+    }
     const text = err.rawPacket.subarray(0, 2048).toString('latin1');
     const end = text.indexOf('\n');
     return (end === -1 ? text : text.slice(0, end)).replace(/\r$/, '');
@@ -118,14 +115,13 @@ export function createConnections(handle: Handle, accessLog: LineSink, lingerByt
       }
       connection.turns.push({ req, res, received: performance.now(), state: 'waiting' });
       if (connection.turns.length === 1) process.nextTick(advance, connection);
-      // What the parser reads ahead waits unread: TCP pushes back on a client that pipelines faster than it is answered.
+      // What the parser read ahead waits unread: TCP pushes back on a client pipelining faster than answered.
       else req.socket.pause();
     },
 
     // Malformed HTTP and timeouts: answered in JSON like every other error, then the connection closes.
     clientError(err: NodeJS.ErrnoException, socket: Socket): void {
-      // A client that reset or closed in the middle of a request reads no answer; one written anyway can hang the
-      // socket until the headers timeout.
+      // A client that reset or closed mid-request reads no answer: one written anyway can hang till headersTimeout.
       if (err.code === 'ECONNRESET' || err.code === 'HPE_INVALID_EOF_STATE' || !socket.writable) {
         socket.destroy();
         return;
@@ -151,7 +147,8 @@ export function createConnections(handle: Handle, accessLog: LineSink, lingerByt
 
     // Node drops a CONNECT without a word unless someone listens; this service is no proxy (RFC 9110 section 9.3.6).
     connect(req: IncomingMessage, socket: Socket): void {
-      answerLast(connections.get(socket), socket, errors.methodNotAllowed('CONNECT', 'GET, HEAD, POST'), (status, bytes) => accessLine(req, status, bytes, undefined));
+      const error = errors.methodNotAllowed('CONNECT', 'GET, HEAD, POST');
+      answerLast(connections.get(socket), socket, error, (status, bytes) => accessLine(req, status, bytes, undefined));
     },
   };
 }

@@ -15,7 +15,8 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
   }
   const value = Number(raw.trim());
   if (value < min || value > max) {
-    throw new ConfigError(`The value of "${name}" is out of range. It must be >= ${min} && <= ${max}. Received ${raw.trim()}`);
+    throw new ConfigError(`The value of "${name}" is out of range. ` +
+      `It must be >= ${min} && <= ${max}. Received ${raw.trim()}`);
   }
   return value;
 }
@@ -24,7 +25,8 @@ function flag(env: Env, name: string): boolean {
   const raw = (env[name] ?? '').trim().toLowerCase();
   if (['', '0', 'false', 'no'].includes(raw)) return false;
   if (['1', 'true', 'yes'].includes(raw)) return true;
-  throw new ConfigError(`The value of "${name}" is invalid. It must be one of 0, 1, true, false. Received ${received(raw)}`);
+  throw new ConfigError(`The value of "${name}" is invalid. ` +
+    `It must be one of 0, 1, true, false. Received ${received(raw)}`);
 }
 
 function text(env: Env, name: string, fallback: string): string {
@@ -43,7 +45,8 @@ function hostPortList(env: Env, name: string): Array<{ host: string; port: numbe
   return raw.split(',').map((entry) => {
     const match = /^\[?([^\]\s]+?)\]?:(\d{1,5})$/.exec(entry.trim());
     if (match === null || Number(match[2]) > 65535 || Number(match[2]) === 0) {
-      throw new ConfigError(`The value of "${name}" is invalid. It must be a comma-separated list of host:port. Received ${received(raw)}`);
+      throw new ConfigError(`The value of "${name}" is invalid. ` +
+        `It must be a comma-separated list of host:port. Received ${received(raw)}`);
     }
     return { host: match[1]!, port: Number(match[2]) };
   });
@@ -56,11 +59,13 @@ function redisUrl(env: Env): string | undefined {
   try {
     url = new URL(raw);
   } catch {
-    throw new ConfigError('The value of "MESSAGES_REDIS_URL" is invalid. It must be a redis:// or rediss:// URL. Received an unparsable URL');
+    throw new ConfigError('The value of "MESSAGES_REDIS_URL" is invalid. ' +
+      'It must be a redis:// or rediss:// URL. Received an unparsable URL');
   }
   if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') {
     // The URL may hold a password: name the scheme only.
-    throw new ConfigError(`The value of "MESSAGES_REDIS_URL" is invalid. It must be a redis:// or rediss:// URL. Received scheme ${received(url.protocol)}`);
+    throw new ConfigError('The value of "MESSAGES_REDIS_URL" is invalid. ' +
+      `It must be a redis:// or rediss:// URL. Received scheme ${received(url.protocol)}`);
   }
   return raw;
 }

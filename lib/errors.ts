@@ -2,7 +2,10 @@
 import { STATUS_CODES } from 'node:http';
 
 // On every answer, including those written on the socket before a request reaches the app.
-export const securityHeaders = { 'X-Content-Type-Options': 'nosniff', 'Strict-Transport-Security': 'max-age=31536000' } as const;
+export const securityHeaders = {
+  'X-Content-Type-Options': 'nosniff',
+  'Strict-Transport-Security': 'max-age=31536000',
+} as const;
 
 export class HttpError extends Error {
   readonly status: number;
@@ -39,11 +42,14 @@ export const errors = {
   payloadTooLarge: (limit: number) =>
     new HttpError(413, `Request body exceeds the limit of ${limit} bytes`, { Connection: 'close' }),
   unsupportedMediaType: (type: string | undefined) =>
-    new HttpError(415, `Content-Type must be application/json; received ${type === undefined ? 'none' : capped(type, 64)}`),
+    new HttpError(415, 'Content-Type must be application/json; ' +
+      `received ${type === undefined ? 'none' : capped(type, 64)}`),
   headersTooLarge: () => new HttpError(431, 'Request header fields too large'),
   internal: () => new HttpError(500, 'Internal server error'),
-  storageUnavailable: (reason = 'Storage is unavailable, retry later') => new HttpError(503, reason, { 'Retry-After': retryAfter() }),
-  shuttingDown: () => new HttpError(503, 'Server is shutting down, retry later', { 'Retry-After': '1', Connection: 'close' }),
+  storageUnavailable: (reason = 'Storage is unavailable, retry later') =>
+    new HttpError(503, reason, { 'Retry-After': retryAfter() }),
+  shuttingDown: () =>
+    new HttpError(503, 'Server is shutting down, retry later', { 'Retry-After': '1', Connection: 'close' }),
   // RFC 9110 section 15.6.6; the connection closes, since the client speaks another protocol.
   versionNotSupported: () => new HttpError(505, 'HTTP version not supported; use HTTP/1.1', { Connection: 'close' }),
 };

@@ -21,8 +21,7 @@ export function openForAppend(path: string): LiveFile {
   return { path, fd, size: stat.size, regular: stat.isFile() };
 }
 
-// One writeSync per segment; it may write part of the buffer (a file-size limit, a full disk), so it loops. A failed
-// segment is dropped whole: the bytes O_APPEND already put at the end are cut off, so that no torn line stays.
+// One writeSync per segment, looped on partial writes; a failed segment is cut back whole, so no torn line stays.
 export function writeAll(live: LiveFile, segment: string[], report: Report): void {
   if (segment.length === 0) return;
   const data = Buffer.from(segment.join(''), 'utf8');

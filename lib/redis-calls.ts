@@ -1,5 +1,4 @@
-// Every Redis call, in every mode: one of MESSAGES_MAX_INFLIGHT slots, waited for at most the Redis timeout, then at
-// most the Redis timeout for the reply. Misses, a full process and error replies are logged, each at most every 10 s.
+// Every Redis call: a MESSAGES_MAX_INFLIGHT slot, then the reply, each within the Redis timeout; troubles logged.
 import type { AppLog } from './app-log.ts';
 import { replyKind, replyReporter } from './redis-replies.ts';
 import { throttle } from './throttle.ts';
@@ -20,7 +19,9 @@ export function boundedCalls({ timeoutMs, maxInflight }: CallLimits, log: AppLog
   const expire = (reject: (err: Error) => void) => {
     const suppressed = missed();
     if (suppressed !== undefined) {
-      log.warn('redis_timeout', { target, timeoutMs, missed: suppressed + 1, hint: `${target} did not answer in time: a failover, a hung server, replicas slow to acknowledge WAIT, or MESSAGES_REDIS_TIMEOUT_MS too low` });
+      const hint = `${target} did not answer in time: a failover, a hung server, replicas slow to acknowledge WAIT, ` +
+        'or MESSAGES_REDIS_TIMEOUT_MS too low';
+      log.warn('redis_timeout', { target, timeoutMs, missed: suppressed + 1, hint });
     }
     reject(new Error(`Redis did not answer within ${timeoutMs} ms`));
   };
@@ -32,14 +33,11 @@ export function boundedCalls({ timeoutMs, maxInflight }: CallLimits, log: AppLog
     else next();
   };
 
-  // node-redis's command timeout ends once a command is written; this bounds the reply too, so a hung or failing-over
-  // Redis costs a call at most timeoutMs. A hung Redis raises no error event: misses are logged here.
+  // node-redis's timeout stops at the write; this bounds the reply too and logs misses (a hang raises no error).
   const run = <T>(command: string, work: () => Promise<T>) => new Promise<T>((resolve, reject) => {
     let settled = false;
     let timer: NodeJS.Timeout | undefined;
-    // The deadline starts once node-redis has written the command (it writes in the same check phase, just before),
-    // and a timer that fires late (the process was busy) lets the loop read its sockets first: a reply that came in
-    // time is never a 503, which then means that Redis missed the deadline.
+    // Timed from the write (same check phase), checked after one more I/O pass: a reply in time is never a 503.
     setImmediate(() => {
       if (settled) return;
       timer = setTimeout(() => setImmediate(() => {
@@ -72,7 +70,9 @@ export function boundedCalls({ timeoutMs, maxInflight }: CallLimits, log: AppLog
       if (at !== -1) waiting[at] = undefined;
       const suppressed = full();
       if (suppressed !== undefined) {
-        log.warn('redis_busy', { target, maxInflight, timeoutMs, refused: suppressed + 1, hint: `${maxInflight} Redis calls were in flight for ${timeoutMs} ms: raise MESSAGES_MAX_INFLIGHT or add workers, or look for a slow Redis` });
+        const hint = `${maxInflight} Redis calls were in flight for ${timeoutMs} ms: ` +
+          'raise MESSAGES_MAX_INFLIGHT or add workers, or look for a slow Redis';
+        log.warn('redis_busy', { target, maxInflight, timeoutMs, refused: suppressed + 1, hint });
       }
       reject(new Error(`No Redis call slot within ${timeoutMs} ms`));
     }, timeoutMs);

@@ -12,7 +12,10 @@ const clusterSlots = 16384;
 const isRedirect = (err: unknown) => err instanceof Error && /^(MOVED|ASK) /.test(err.message);
 
 // One probe key per master: keys hash to slots, so names are tried until every master owns one.
-async function probeKeys<Client>(cluster: { masters: unknown[]; getNodeClientForKey(key: string, readonly: boolean): Promise<Client> }): Promise<Map<Client, string>> {
+async function probeKeys<Client>(cluster: {
+  masters: unknown[];
+  getNodeClientForKey(key: string, readonly: boolean): Promise<Client>;
+}): Promise<Map<Client, string>> {
   const keys = new Map<Client, string>();
   for (let i = 0; keys.size < cluster.masters.length && i < 10_000; i += 1) {
     const key = `${probeKey}:${i}`;
@@ -25,7 +28,8 @@ async function probeKeys<Client>(cluster: { masters: unknown[]; getNodeClientFor
 export function connectCluster(config: RedisConfig, log: AppLog): RedisConnection {
   const hints = {
     variables: 'MESSAGES_REDIS_CLUSTER_NODES',
-    refused: 'start the node or check MESSAGES_REDIS_CLUSTER_NODES; the cluster promotes a replica of a failed master after cluster-node-timeout',
+    refused: 'start the node or check MESSAGES_REDIS_CLUSTER_NODES; ' +
+      'the cluster promotes a replica of a failed master after cluster-node-timeout',
   };
   const seeds = `cluster ${config.clusterNodes.map(address).join(',')}`;
   const bounded = boundedCalls(config, log, seeds);
@@ -48,8 +52,7 @@ export function connectCluster(config: RedisConfig, log: AppLog): RedisConnectio
     cluster.on('error', (err: unknown) => seedState.down(err));
     cluster.on('node-error', (err: unknown, node: HostPort) => nodeState(node).down(err));
     cluster.on('node-ready', (node: HostPort) => nodeState(node).up());
-    // A cluster still being set up answers with part of the slots, or none: node-redis connects to it and never asks
-    // again, so every key of a missing slot would fail for good. Such a connection is dropped and tried again.
+    // node-redis never asks a cluster being set up for its slots again: a partial slot map is dropped and retried.
     const connect = async () => {
       await cluster.connect();
       const served = cluster.slots.filter((shard) => shard !== undefined).length;
@@ -63,8 +66,7 @@ export function connectCluster(config: RedisConfig, log: AppLog): RedisConnectio
   };
   const main = open();
   const cluster = main.cluster;
-  // WAIT holds its connection until the replicas answer or it times out: durable writes get a connection per master
-  // of their own, so that reads and PINGs never queue behind one.
+  // WAIT holds its connection until replicas answer: durable writes get their own per master, so reads never wait.
   const durable = config.minReplicas > 0 ? open() : main;
 
   // What a write sends, for the log.
@@ -72,8 +74,7 @@ export function connectCluster(config: RedisConfig, log: AppLog): RedisConnectio
   return {
     set: (key, value) => bounded(command, async () => {
       if (config.minReplicas === 0) return void await cluster.set(key, value);
-      // node-redis sends a bare WAIT to every shard (its request policy for WAIT is all_shards): pipeline it
-      // behind the SET on the connection to the master that owns the key's slot instead.
+      // node-redis sends WAIT to all shards (its request policy): pipeline it behind the SET on the key's master.
       const master = await durable.cluster.getNodeClientForKey(key, false);
       if (!master.isReady) throw offline();
       try {

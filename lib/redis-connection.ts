@@ -5,8 +5,7 @@ import { reconnectDelay } from './redis-failures.ts';
 
 // The few commands the store needs, whatever the Redis topology behind them.
 export interface RedisConnection {
-  // Resolves once Redis has the write and, with MESSAGES_REDIS_MIN_REPLICAS > 0, that many replicas acknowledged it
-  // (writeDurably); rejects otherwise.
+  // Resolves once Redis has the write and MESSAGES_REDIS_MIN_REPLICAS replicas acknowledged it; rejects otherwise.
   set(key: string, value: string): Promise<void>;
   get(key: string): Promise<string | null>;
   // Resolves when every master accepts writes; rejects with the reason (unreachable, OOM, READONLY, NOPERM, ...).
@@ -23,19 +22,22 @@ export class ReplicasMissing extends Error {
   }
 }
 
-interface Pipelines { multi(): { set(key: string, value: string): { wait(replicas: number, ms: number): { execAsPipeline(): Promise<unknown> } } } }
+interface Pipelines {
+  multi(): {
+    set(key: string, value: string): { wait(replicas: number, ms: number): { execAsPipeline(): Promise<unknown> } };
+  };
+}
 
-// SET with a WAIT pipelined behind it on the same connection: WAIT counts only the writes of the connection it is sent
-// on (https://redis.io/docs/latest/commands/wait/). It gets half the Redis timeout, so that its count arrives before
-// the call's deadline does.
+// WAIT counts only its connection's writes (https://redis.io/docs/latest/commands/wait/), so it follows the SET.
 export async function writeDurably(client: Pipelines, key: string, value: string, config: RedisConfig): Promise<void> {
-  const replies = await client.multi().set(key, value).wait(config.minReplicas, Math.floor(config.timeoutMs / 2)).execAsPipeline();
+  // Half the Redis timeout, so that WAIT's count arrives before the call's deadline does.
+  const waitMs = Math.floor(config.timeoutMs / 2);
+  const replies = await client.multi().set(key, value).wait(config.minReplicas, waitMs).execAsPipeline();
   const acked = Number((replies as unknown[])[1]);
   if (acked < config.minReplicas) throw new ReplicasMissing(acked, config.minReplicas);
 }
 
-// The readiness write: SET of this key only if it exists (XX), which it never does. Redis refuses it exactly when it
-// would refuse a message's SET (OOM, READONLY, NOPERM, MISCONF, ...), and otherwise it changes nothing.
+// Readiness: SET XX of a key that never exists, refused exactly when a message's SET would be; otherwise a no-op.
 export const probeKey = 'messages:readyz-probe';
 export const probeOptions = { condition: 'XX' } as const;
 
@@ -46,8 +48,7 @@ export function nodeOptions(config: RedisConfig) {
     ...(config.password === undefined ? {} : { password: config.password }),
     // Fail fast while disconnected instead of queueing requests that would hang until Redis returns.
     disableOfflineQueue: true,
-    // Commands a stalled Redis never takes stay queued once boundedCalls() has answered 503 for them (the per-command
-    // timeout is off, see connectStandalone): this bounds the queue, and past it commands fail at once.
+    // Bounds what a stalled Redis leaves queued after boundedCalls() gave up; past it, commands fail at once.
     commandsQueueMaxLength: 10_000,
     socket: { ...tlsOptions(config), connectTimeout: config.timeoutMs, reconnectStrategy: reconnectDelay },
   };

@@ -1,4 +1,4 @@
-// How a Redis link is retried and closed, in every mode: backoff on reconnects, retried first connects, a bounded close.
+// How a Redis link is retried and closed in every mode: reconnect backoff, retried first connect, bounded close.
 import type { HostPort } from './config.ts';
 import type { StateReporter } from './redis-state.ts';
 

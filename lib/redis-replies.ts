@@ -1,14 +1,16 @@
-// Redis answered a call with an error (OOM, NOPERM, READONLY, ...): the link is up, the server refuses. Each kind of
-// refusal is logged at most once per 10 s as redis_error, with what an operator can change, never a key or a value.
+// Error replies (OOM, NOPERM, ...): Redis is up but refuses; logged per kind every 10 s, never a key or value.
 import type { AppLog } from './app-log.ts';
 import { ErrorReply } from './redis-core.ts';
 import { throttle } from './throttle.ts';
 
 const hints: Readonly<Record<string, string>> = {
   OOM: 'maxmemory reached: raise maxmemory or set an eviction policy (maxmemory-policy)',
-  NOPERM: 'the Redis ACL user lacks a permission: allow get, set and ping (and wait with MESSAGES_REDIS_MIN_REPLICAS) on ~messages:*',
-  READONLY: 'this Redis is a read-only replica: point MESSAGES_REDIS_HOST / MESSAGES_REDIS_PORT at the master, or use MESSAGES_REDIS_SENTINELS',
-  MISCONF: 'Redis stopped writes because it cannot save to disk (stop-writes-on-bgsave-error): see its log for the failed save',
+  NOPERM: 'the Redis ACL user lacks a permission: ' +
+    'allow get, set and ping (and wait with MESSAGES_REDIS_MIN_REPLICAS) on ~messages:*',
+  READONLY: 'this Redis is a read-only replica: ' +
+    'point MESSAGES_REDIS_HOST / MESSAGES_REDIS_PORT at the master, or use MESSAGES_REDIS_SENTINELS',
+  MISCONF: 'Redis stopped writes because it cannot save to disk (stop-writes-on-bgsave-error): ' +
+    'see its log for the failed save',
   LOADING: 'Redis is loading its dataset after a restart: answers resume when it is done',
   NOAUTH: 'Redis requires a password: set MESSAGES_REDIS_PASSWORD (and MESSAGES_REDIS_USERNAME for an ACL user)',
   MASTERDOWN: 'this replica lost its master and serves no stale data: check the master and the sentinels',

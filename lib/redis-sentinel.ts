@@ -1,7 +1,4 @@
-// Redis replicas watched by Sentinel (failover): the master's connections go wherever the sentinels last said
-// (sentinel-watch.ts), and move the moment they announce a switch. node-redis's own Sentinel support (createSentinel)
-// follows a switch only 1-2 s after the announcement and retries a command caught by the dead master instead of
-// failing it (see sentinel-watch.ts); it still serves READ_FROM_REPLICAS (sentinel-replicas.ts).
+// Redis under Sentinel: master connections move the moment the sentinels announce a switch (sentinel-watch.ts).
 import { createClient } from './redis-core.ts';
 import type { AppLog } from './app-log.ts';
 import { boundedCalls } from './redis-calls.ts';
@@ -18,7 +15,8 @@ export function connectSentinel(config: RedisConfig, log: AppLog): RedisConnecti
   const bounded = boundedCalls(config, log, target);
   const masterState = stateReporter(log, target, {
     variables,
-    refused: 'the master is down; the sentinels promote a replica once a quorum agrees, and writes resume by themselves',
+    refused: 'the master is down; the sentinels promote a replica once a quorum agrees, ' +
+      'and writes resume by themselves',
   });
   const sentinelState = stateReporter(log, `sentinels ${config.sentinels.map(address).join(',')}`, {
     variables,
@@ -61,8 +59,7 @@ export function connectSentinel(config: RedisConfig, log: AppLog): RedisConnecti
     moves += 1;
     const previous = links;
     const main = connectTo(node);
-    // WAIT holds its connection until the replicas answer or it times out: durable writes get a connection of their
-    // own, so that reads and readiness probes never queue behind one.
+    // WAIT holds its connection until replicas answer: durable writes get their own; reads and probes never wait.
     links = { main, durable: config.minReplicas > 0 ? connectTo(node) : main };
     // Commands still waiting on the old master fail now, as a 503, instead of at their deadline.
     for (const client of new Set([previous?.main, previous?.durable])) {

@@ -17,8 +17,7 @@ export function connectStandalone(config: RedisConfig, log: AppLog): RedisConnec
       ...options,
       ...(config.url === undefined ? {} : { url: config.url }),
       socket: { ...options.socket, ...(config.url === undefined ? { host: config.host, port: config.port } : {}) },
-      // boundedCalls() bounds every command from call to reply. node-redis's own timeout would add an AbortSignal.timeout
-      // per command (a timer, then a DOMException when it fires) for a bound that ends once the command is written.
+      // Off: boundedCalls() bounds call to reply; node-redis's timeout costs an AbortSignal.timeout per command.
       commandOptions: { timeout: 0 },
     });
     client.on('error', (err: unknown) => state.down(err));
@@ -29,8 +28,7 @@ export function connectStandalone(config: RedisConfig, log: AppLog): RedisConnec
     return client;
   };
   const client = open();
-  // WAIT holds its connection until the replicas answer or it times out: durable writes get a connection of their
-  // own, so that reads and PINGs never queue behind one.
+  // WAIT holds its connection until replicas answer: durable writes get their own; reads and probes never wait.
   const writer = config.minReplicas > 0 ? open() : client;
   // What a write sends, for the log.
   const command = config.minReplicas === 0 ? 'SET' : 'SET+WAIT';

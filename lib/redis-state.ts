@@ -1,11 +1,13 @@
-// What is logged of a Redis link, in every mode: one line per outage and per recovery, with a hint an operator can act
-// on in the words of that mode.
+// A Redis link's log in every mode: one line per outage and per recovery, with a hint an operator can act on.
 import type { AppLog } from './app-log.ts';
 import { replyHint, replyKind } from './redis-replies.ts';
 
-// What an operator can change, in the words of each mode: the variables that name the server, what to do when
-// nothing listens there, and which credentials to check when they are not MESSAGES_REDIS_USERNAME/PASSWORD.
-export interface Hints { variables: string; refused: string; credentials?: string }
+// What an operator can change, in the words of each mode.
+export interface Hints {
+  variables: string; // the variables that name the server
+  refused: string; // what to do when nothing listens there
+  credentials?: string; // which credentials to check, when not MESSAGES_REDIS_USERNAME/PASSWORD
+}
 
 const standaloneVariables = 'MESSAGES_REDIS_HOST / MESSAGES_REDIS_PORT / MESSAGES_REDIS_URL';
 const standaloneHints: Hints = {
@@ -14,19 +16,35 @@ const standaloneHints: Hints = {
 };
 
 // An operator reads this line without the source at hand: say what failed and what to change.
-export function describeRedisError(err: unknown, target: string, hints = standaloneHints): { cause: string; hint: string } {
+export function describeRedisError(
+  err: unknown,
+  target: string,
+  hints = standaloneHints,
+): { cause: string; hint: string } {
   const text = err instanceof Error ? `${(err as NodeJS.ErrnoException).code ?? ''} ${err.message}` : String(err);
   let hint = 'check that Redis is running and reachable';
   const kind = replyKind(err);
-  if (kind !== undefined && kind !== 'NOAUTH' && replyHint(kind) !== undefined) hint = replyHint(kind)!;
-  else if (/ECONNREFUSED/.test(text)) hint = `nothing listens at ${target}: ${hints.refused}`;
-  else if (/ECONNRESET|Socket closed unexpectedly/.test(text)) hint = `${target} closed the connection: ${hints.refused}`;
-  else if (/ENOTFOUND|EAI_AGAIN/.test(text)) hint = `the host of ${target} does not resolve: check ${hints.variables}`;
-  else if (/WRONGPASS|NOAUTH|invalid password|invalid username/i.test(text)) hint = hints.credentials ?? 'Redis refused the credentials: check MESSAGES_REDIS_USERNAME and MESSAGES_REDIS_PASSWORD (or the user:password of MESSAGES_REDIS_URL)';
-  else if (/certificate|self[- ]signed|SSL|TLS|ERR_TLS|EPROTO/i.test(text)) hint = 'the TLS link to Redis failed: check MESSAGES_REDIS_CA_FILE and the server certificate';
-  else if (/slots$/.test(text)) hint = 'the cluster does not serve every slot yet: assign them all (redis-cli --cluster create, or --cluster fix); writes resume by themselves';
-  else if (/No such master|no valid master/i.test(text)) hint = 'the sentinels know no usable master by that name: check MESSAGES_REDIS_SENTINEL_NAME';
-  else if (/timeout|did not answer/i.test(text)) hint = `${target} did not answer in time: check the network path and MESSAGES_REDIS_TIMEOUT_MS`;
+  if (kind !== undefined && kind !== 'NOAUTH' && replyHint(kind) !== undefined) {
+    hint = replyHint(kind)!;
+  } else if (/ECONNREFUSED/.test(text)) {
+    hint = `nothing listens at ${target}: ${hints.refused}`;
+  } else if (/ECONNRESET|Socket closed unexpectedly/.test(text)) {
+    hint = `${target} closed the connection: ${hints.refused}`;
+  } else if (/ENOTFOUND|EAI_AGAIN/.test(text)) {
+    hint = `the host of ${target} does not resolve: check ${hints.variables}`;
+  } else if (/WRONGPASS|NOAUTH|invalid password|invalid username/i.test(text)) {
+    hint = hints.credentials ?? 'Redis refused the credentials: ' +
+      'check MESSAGES_REDIS_USERNAME and MESSAGES_REDIS_PASSWORD (or the user:password of MESSAGES_REDIS_URL)';
+  } else if (/certificate|self[- ]signed|SSL|TLS|ERR_TLS|EPROTO/i.test(text)) {
+    hint = 'the TLS link to Redis failed: check MESSAGES_REDIS_CA_FILE and the server certificate';
+  } else if (/slots$/.test(text)) {
+    hint = 'the cluster does not serve every slot yet: ' +
+      'assign them all (redis-cli --cluster create, or --cluster fix); writes resume by themselves';
+  } else if (/No such master|no valid master/i.test(text)) {
+    hint = 'the sentinels know no usable master by that name: check MESSAGES_REDIS_SENTINEL_NAME';
+  } else if (/timeout|did not answer/i.test(text)) {
+    hint = `${target} did not answer in time: check the network path and MESSAGES_REDIS_TIMEOUT_MS`;
+  }
   return { cause: text.trim(), hint };
 }
 

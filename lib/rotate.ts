@@ -1,6 +1,8 @@
 // A single-writer, size-rotated, buffered log file that rotates like CPython's RotatingFileHandler.
 import fs from 'node:fs';
-import { closeQuietly, describe, openForAppend, stderrReporter, writeAll, type LiveFile, type Report } from './log-file.ts';
+import {
+  closeQuietly, describe, openForAppend, stderrReporter, writeAll, type LiveFile, type Report,
+} from './log-file.ts';
 
 export interface RotatingFileOptions {
   path: string; // the live file; its directory must exist
@@ -12,8 +14,7 @@ export interface RotatingFileOptions {
 // Counted in UTF-16 units, which the lines are kept in until a flush encodes them at once: at most 3 bytes each.
 const maxBufferedUnits = 64 * 1024;
 
-// Buffered lines, such as the one logging an uncaught exception, must not be lost on process.exit(): one 'exit'
-// listener for every open file, added when the first one opens.
+// Buffered lines (say, an uncaught exception's) must survive process.exit(): one 'exit' listener flushes them all.
 const flushedAtExit = new Set<RotatingFile>();
 const flushAll = () => {
   for (const file of flushedAtExit) file.flush();
@@ -50,8 +51,7 @@ export class RotatingFile {
     this.buffer.push(line);
     this.bufferedUnits += line.length;
     if (this.bufferedUnits > maxBufferedUnits) this.flush();
-    // The lines of one turn of the event loop are written together at its end (its check phase), before the process
-    // waits for more I/O: a request never waits for the disk, and a line is on disk once its answer's turn is over.
+    // Written at the turn's end (check phase): no request waits for the disk, and lines are on disk when it ends.
     else this.flushing ??= setImmediate(this.flushNow);
   }
 
@@ -96,8 +96,7 @@ export class RotatingFile {
     if (this.live !== undefined) closeQuietly(this.live, this.report);
   }
 
-  // A line that comes after close(), from a request that ended while the service stopped: nothing would flush a
-  // buffer any more, so it is appended at once, without rotation (there are only ever a few).
+  // After close() nothing flushes: a late line (a request ending during the stop) is appended at once, unrotated.
   private appendNow(line: string): void {
     try {
       fs.appendFileSync(this.path, line, { mode: 0o640 });
@@ -116,8 +115,7 @@ export class RotatingFile {
     return sizeBefore > 0 && sizeBefore + lineBytes >= this.maxBytes;
   }
 
-  // Oldest first, as CPython's doRollover. POSIX rename replaces its target atomically, so the shift onto .N
-  // drops the oldest backup without the separate remove CPython needs for Windows.
+  // Oldest first, as CPython's doRollover; POSIX rename replaces .N atomically, so no separate remove is needed.
   private rotate(): void {
     try {
       for (let i = this.backupCount - 1; i >= 1; i--) {

@@ -1,10 +1,5 @@
-// Where the sentinels say the master is: asked with SENTINEL GET-MASTER-ADDR-BY-NAME, and announced by the
-// +switch-master they publish the moment they move it, as the Sentinel client guidelines describe
-// (https://redis.io/docs/latest/develop/reference/sentinel-clients/).
-// node-redis 6.3.1's createSentinel followed a switch only 1.9-2.0 s after it in test/sentinel.test.ts: it subscribes
-// to "switch-master", which never matches the "+switch-master" the sentinels publish; it reads SENTINEL MASTER and
-// refuses a master flagged "disconnected", as the sentinels flagged the new one for 0.8-0.95 s after the switch (a
-// sentinel reconnects to an instance at most once a second); and it sleeps 1 s between tries.
+// The master's address from the sentinels: GET-MASTER-ADDR-BY-NAME, then each +switch-master they publish, as in
+// https://redis.io/docs/latest/develop/reference/sentinel-clients/ (node-redis's createSentinel follows 2 s late).
 import type { HostPort, RedisConfig } from './config.ts';
 import { createClient } from './redis-core.ts';
 import type { Bounded } from './redis-calls.ts';
@@ -25,19 +20,31 @@ export interface SentinelEvents {
   switched(from: string, to: HostPort): void;
 }
 
-export function watchSentinels(config: RedisConfig, bounded: Bounded, state: StateReporter, events: SentinelEvents): SentinelWatch {
+export function watchSentinels(
+  config: RedisConfig,
+  bounded: Bounded,
+  state: StateReporter,
+  events: SentinelEvents,
+): SentinelWatch {
   // "<master name> <old ip> <old port> <new ip> <new port>"
   const onSwitch = (message: string) => {
     const [name, fromHost, fromPort, toHost, toPort] = message.split(' ');
-    if (name === config.sentinelName) events.switched(`${fromHost}:${fromPort}`, { host: toHost!, port: Number(toPort) });
+    if (name === config.sentinelName) {
+      events.switched(`${fromHost}:${fromPort}`, { host: toHost!, port: Number(toPort) });
+    }
   };
-  // One connection per sentinel, each subscribed: one that is down or slow to learn of a switch costs nothing.
-  // RESP3 (the client's default) lets the same connection answer SENTINEL commands while subscribed.
+  // One subscribed connection per sentinel: a down or slow one costs nothing; RESP3 lets it answer SENTINEL too.
   const clients = config.sentinels.map((node) => {
     const client = createClient({
       ...(config.sentinelPassword === undefined ? {} : { password: config.sentinelPassword }),
       disableOfflineQueue: true,
-      socket: { ...tlsOptions(config), host: node.host, port: node.port, connectTimeout: config.timeoutMs, reconnectStrategy: reconnectDelay },
+      socket: {
+        ...tlsOptions(config),
+        host: node.host,
+        port: node.port,
+        connectTimeout: config.timeoutMs,
+        reconnectStrategy: reconnectDelay,
+      },
     });
     client.on('error', (err: unknown) => {
       if (!clients.some((each) => each.isReady)) state.down(err);
@@ -60,9 +67,12 @@ export function watchSentinels(config: RedisConfig, bounded: Bounded, state: Sta
       for (const [i, client] of clients.entries()) {
         if (!client.isReady) continue;
         try {
-          const reply = await bounded('SENTINEL', () => client.sendCommand(['SENTINEL', 'GET-MASTER-ADDR-BY-NAME', config.sentinelName]));
+          const reply = await bounded('SENTINEL', () => client.sendCommand([
+            'SENTINEL', 'GET-MASTER-ADDR-BY-NAME', config.sentinelName,
+          ]));
           if (Array.isArray(reply) && reply.length === 2) return { host: String(reply[0]), port: Number(reply[1]) };
-          failure = new Error(`No such master: sentinel ${address(config.sentinels[i]!)} does not monitor "${config.sentinelName}"`);
+          const sentinel = address(config.sentinels[i]!);
+          failure = new Error(`No such master: sentinel ${sentinel} does not monitor "${config.sentinelName}"`);
         } catch (err) {
           failure = err;
         }

@@ -30,15 +30,22 @@ export async function prepareCert(config: Readonly<Config>, appLog: AppLog): Pro
     }
     return;
   }
-  for (const [name, file] of [['MESSAGES_CERT_FILE', config.certFile], ['MESSAGES_KEY_FILE', config.keyFile]] as const) {
-    if (!fs.existsSync(file)) throw new ConfigError(`The file named by "${name}" does not exist. Received ${JSON.stringify(file)}`);
+  const files = [['MESSAGES_CERT_FILE', config.certFile], ['MESSAGES_KEY_FILE', config.keyFile]] as const;
+  for (const [name, file] of files) {
+    if (!fs.existsSync(file)) {
+      throw new ConfigError(`The file named by "${name}" does not exist. Received ${JSON.stringify(file)}`);
+    }
   }
 }
 
 export async function startService(config: Readonly<Config>, logs: LogFiles, appLog: AppLog): Promise<Service> {
   const pair = loadKeyPair(config.certFile, config.keyFile);
   const store = createStore(connectRedis(config.redis, appLog));
-  const body = { maxBytes: config.maxBodyBytes, minRate: config.minBodyRate, budget: createBudget(config.maxBufferedBytes) };
+  const body = {
+    maxBytes: config.maxBodyBytes,
+    minRate: config.minBodyRate,
+    budget: createBudget(config.maxBufferedBytes),
+  };
   const app = createApp({ store, appLog, accessLog: logs.access, body });
   const connections = createConnections(app.handle, logs.access, config.maxBodyBytes);
 
@@ -57,8 +64,7 @@ export async function startService(config: Readonly<Config>, logs: LogFiles, app
   }, connections.request);
   server.maxConnections = config.maxConnections;
   limitPerAddress(server, config.maxConnectionsPerIp);
-  // A connection that moves no byte either way for this long while a request is in progress (a client that stopped
-  // reading its answer, or sending its body) is destroyed; Node's keep-alive timeout covers idle connections.
+  // A connection moving no byte either way this long mid-request is destroyed; idle ones are keep-alive's.
   server.timeout = config.sendTimeoutMs;
   server.on('tlsClientError', handshakeReporter(appLog));
   server.on('clientError', connections.clientError);
@@ -83,8 +89,16 @@ export async function startService(config: Readonly<Config>, logs: LogFiles, app
     port,
     reload() {
       const failure = reloadKeyPair(server, config.certFile, config.keyFile);
-      if (failure === undefined) appLog.info('cert_reloaded', { certFile: config.certFile });
-      else appLog.warn('cert_reload_failed', { certFile: config.certFile, keyFile: config.keyFile, reason: failure, kept: 'previous certificate' });
+      if (failure === undefined) {
+        appLog.info('cert_reloaded', { certFile: config.certFile });
+      } else {
+        appLog.warn('cert_reload_failed', {
+          certFile: config.certFile,
+          keyFile: config.keyFile,
+          reason: failure,
+          kept: 'previous certificate',
+        });
+      }
       logs.reopen();
     },
     // Stop accepting, finish what is in flight, close Redis: all within shutdownTimeoutMs. Idempotent.

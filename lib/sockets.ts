@@ -1,11 +1,9 @@
-// A TLS connection before and after its requests: failed handshakes reported, one address kept from taking every slot,
-// and the lingering close of a connection the service ends.
+// A TLS connection before and after its requests: failed handshakes, connections per address, the lingering close.
 import type { Server, Socket } from 'node:net';
 import type { AppLog } from './app-log.ts';
 import { throttle } from './throttle.ts';
 
-// How long a connection the service closes may linger after its last answer, reading and dropping what the client
-// still sends (nginx's lingering_close); it is destroyed sooner once the client closes or sends more than the cap.
+// How long a closing connection may read and drop what the client still sends (nginx's lingering_close).
 export const lingerMs = 2000;
 
 // Rate-limited: scanners and plain-HTTP probes must not flood app.log (one line per 10 s, with a count).
@@ -16,12 +14,13 @@ export function handshakeReporter(appLog: AppLog) {
     // Node leaves the socket open after a handshake timeout: the listener must close it (fastify#3251).
     socket.destroy();
     const suppressed = allow();
-    if (suppressed !== undefined) appLog.warn('tls_handshake_failed', { remote, reason: err.message.slice(0, 200), suppressed });
+    if (suppressed !== undefined) {
+      appLog.warn('tls_handshake_failed', { remote, reason: err.message.slice(0, 200), suppressed });
+    }
   };
 }
 
-// MESSAGES_MAX_CONNECTIONS_PER_IP: one address beyond `max` connections is refused at accept, before TLS costs
-// anything. Behind a load balancer every client has its address, so it is off (0) by default.
+// MESSAGES_MAX_CONNECTIONS_PER_IP, refused at accept before any TLS; off (0) by default, for load balancers.
 export function limitPerAddress(server: Server, max: number): void {
   if (max === 0) return;
   const open = new Map<string, number>();
@@ -41,8 +40,7 @@ export function limitPerAddress(server: Server, max: number): void {
   });
 }
 
-// End a connection after what is queued on it: FIN, then read and drop until the client closes, lingerMs pass, or it
-// sends more than `maxBytes`. A destroy() at once would reset a client still sending (RFC 9112 section 9.6).
+// FIN, then drop reads until close, lingerMs or `maxBytes`: destroy() would reset a sending client (RFC 9112 9.6).
 export function lingeringClose(socket: Socket, maxBytes: number, last?: string): void {
   if (socket.destroyed) return;
   if (last === undefined) socket.end();

@@ -34,7 +34,9 @@ export function createStore(redis: RedisConnection): Store {
       const key = keyPrefix + digest;
       // SET of the same value under the same key is harmless, so a repeated POST needs no check first.
       await redis.set(key, message).catch((err: unknown) => {
-        throw err instanceof ReplicasMissing ? errors.storageUnavailable(`${err.message}, retry later`) : errors.storageUnavailable();
+        throw err instanceof ReplicasMissing
+          ? errors.storageUnavailable(`${err.message}, retry later`)
+          : errors.storageUnavailable();
       });
       return digest;
     },

@@ -1,5 +1,4 @@
-// At most one report per interval, so a flood (scanners, a full disk, a hung Redis) costs one line per interval.
-// Returns undefined for a report to hold back, else how many were held back since the last one that went out.
+// One report per interval, so a flood costs one line; undefined means hold it back, else how many were held back.
 export function throttle(intervalMs = 10_000): () => number | undefined {
   let last = -Infinity;
   let held = 0;

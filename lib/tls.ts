@@ -8,8 +8,7 @@ export interface KeyPair { cert: Buffer; key: Buffer }
 export const tlsSettings = {
   // Only TLS 1.2 and 1.3 (RFC 8996 deprecates 1.0 and 1.1).
   minVersion: 'TLSv1.2',
-  // TLS 1.3's three default suites, and for TLS 1.2 Mozilla's "intermediate" list: ECDHE key exchange (forward secrecy)
-  // with AEAD only, no CBC. Its DHE suites are left out: they need DH parameters, which the service does not set.
+  // TLS 1.3's defaults, Mozilla's "intermediate" TLS 1.2 list (ECDHE, AEAD) without DHE: no DH parameters are set.
   ciphers: [
     'TLS_AES_128_GCM_SHA256', 'TLS_AES_256_GCM_SHA384', 'TLS_CHACHA20_POLY1305_SHA256',
     'ECDHE-ECDSA-AES128-GCM-SHA256', 'ECDHE-RSA-AES128-GCM-SHA256', 'ECDHE-ECDSA-AES256-GCM-SHA384',
@@ -27,8 +26,7 @@ export function loadKeyPair(certFile: string, keyFile: string): KeyPair {
 // Returns an error message when the new pair is unusable; the server then keeps the old one.
 export function reloadKeyPair(server: Server, certFile: string, keyFile: string): string | undefined {
   try {
-    // A new context draws new session-ticket keys: keep the current ones (in cluster mode Node gives every worker the
-    // same at listen), or every ticket issued before the reload falls back to a full handshake.
+    // A new context draws new ticket keys: keep the current ones, or every earlier ticket costs a full handshake.
     server.setSecureContext({ ...loadKeyPair(certFile, keyFile), ...tlsSettings, ticketKeys: server.getTicketKeys() });
     return undefined;
   } catch (err) {

@@ -1,5 +1,4 @@
-// MESSAGES_WORKERS > 1: the primary forks workers that share the port, restarts the ones that die,
-// owns the two log files for them, and passes reload and shutdown on.
+// MESSAGES_WORKERS > 1: the primary forks workers on one port, restarts them, owns their logs, relays reload/stop.
 import cluster, { type Worker } from 'node:cluster';
 import type { AppLog } from './app-log.ts';
 import type { LogFiles } from './log-files.ts';
@@ -16,14 +15,19 @@ export interface Primary {
   stop(): Promise<void>;
 }
 
-// Workers that die before they listen, this many times in a row, cannot start (a taken port, an unreadable
-// certificate): the primary gives up so that its supervisor sees a failure.
+// Workers that die before they listen, this many times in a row, cannot start: give up so the supervisor sees it.
 const maxStartFailures = 5;
 
 // Exponential backoff for a worker that died soon after its start, up to 30 s.
 const restartDelay = (failures: number) => (failures === 0 ? 0 : Math.min(250 * 2 ** (failures - 1), 30_000));
 
-export function runPrimary(count: number, logs: LogFiles, appLog: AppLog, shutdownTimeoutMs: number, giveUp: () => void): Primary {
+export function runPrimary(
+  count: number,
+  logs: LogFiles,
+  appLog: AppLog,
+  shutdownTimeoutMs: number,
+  giveUp: () => void,
+): Primary {
   let stopping: Promise<void> | undefined;
   let quickDeaths = 0;
   let startFailures = 0;
@@ -39,8 +43,7 @@ export function runPrimary(count: number, logs: LogFiles, appLog: AppLog, shutdo
       listening = true;
       startFailures = 0;
     });
-    // A message to a worker whose channel is closing fails here, not in the primary: its replacement reads the
-    // certificate and the settings at start anyway.
+    // A send to a worker whose channel is closing fails here; its replacement reads certificate and settings anyway.
     worker.on('error', (err: Error) => appLog.warn('worker_error', { worker: worker.process.pid, error: err.message }));
     worker.on('exit', (code, signal) => {
       if (stopping !== undefined) return;
@@ -48,7 +51,9 @@ export function runPrimary(count: number, logs: LogFiles, appLog: AppLog, shutdo
       startFailures = listening ? 0 : startFailures + 1;
       if (startFailures >= maxStartFailures) {
         appLog.error('workers_failed', new Error(`${startFailures} workers in a row exited before they listened`), {
-          code, signal, hint: 'see the start_failed line above for the cause (MESSAGES_PORT taken, a certificate unreadable, ...)',
+          code,
+          signal,
+          hint: 'see the start_failed line above for the cause (MESSAGES_PORT taken, a certificate unreadable, ...)',
         });
         giveUp();
         return;
