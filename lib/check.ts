@@ -6,21 +6,11 @@ import path from 'node:path';
 import { isDeepStrictEqual, parseArgs } from 'node:util';
 
 export interface CheckOptions {
-  domain: string;
-  port: number;
-  certPath: string;
-  out: (line: string) => void;
-  timeoutMs?: number;
+  domain: string; port: number; certPath: string; out: (line: string) => void; timeoutMs?: number;
 }
 // A step's lines: `<url> <passed>`, as the seed's test.py prints them, or `<action> <url>: FAILED, <what went wrong>`.
 interface Step {
-  action: string;
-  method: string;
-  path: string;
-  body?: string;
-  status: number;
-  expected: unknown;
-  passed: string;
+  action: string; method: string; path: string; body?: string; status: number; expected: unknown; passed: string;
 }
 interface Reply { status: number; body: string }
 const missing = 'a'.repeat(64);
@@ -30,13 +20,8 @@ const barDigest = 'fcde2b2edba56bf408601fb721fe9b5c338d10ee429ea04fae5511b68fbf8
 const get = (digest: string, status: number, expected: unknown, passed: string): Step =>
   ({ action: 'GET', method: 'GET', path: `/messages/${digest}`, status, expected, passed });
 const post = (message: string, digest: string): Step => ({
-  action: `POST "${message}" to`,
-  method: 'POST',
-  path: '/messages',
-  body: JSON.stringify({ message }),
-  status: 201,
-  expected: { digest },
-  passed: 'POSTed successfully',
+  action: `POST "${message}" to`, method: 'POST', path: '/messages', body: JSON.stringify({ message }),
+  status: 201, expected: { digest }, passed: 'POSTed successfully',
 });
 const steps: readonly Step[] = [
   get(missing, 404, { err_msg: `Message not found for hash: ${missing}` }, 'correctly not found'),
@@ -76,15 +61,9 @@ function mismatch(reply: Reply, step: Step): string | undefined {
 function send(options: CheckOptions, ca: Buffer, step: Step): Promise<Reply> {
   return new Promise((resolve, reject) => {
     let phase = `could not connect to ${options.domain}:${options.port}`;
-    const req = https.request({
-      host: options.domain,
-      port: options.port,
-      ca,
-      method: step.method,
-      path: step.path,
-      agent: false,
-      headers: step.body === undefined ? {} : { 'Content-Type': 'application/json' },
-    }, (res) => {
+    const headers = step.body === undefined ? {} : { 'Content-Type': 'application/json' };
+    const target = { host: options.domain, port: options.port, ca, method: step.method, path: step.path, agent: false };
+    const req = https.request({ ...target, headers }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (chunk: Buffer) => chunks.push(chunk));
       res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString() }));
@@ -156,12 +135,7 @@ async function main(args: string[]): Promise<number> {
     throw new RangeError('The value of "--port" is out of range. It must be an integer >= 1 && <= 65535. ' +
       `Received ${JSON.stringify(values.port)}`);
   }
-  const passed = await runCheck({
-    domain: values.domain,
-    port,
-    certPath: values['cert-path'],
-    out: (line) => console.log(line),
-  });
+  const passed = await runCheck({ domain: values.domain, port, certPath: values['cert-path'], out: console.log });
   return passed ? 0 : 1;
 }
 if (require.main === module) {

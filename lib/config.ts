@@ -4,15 +4,43 @@ import path from 'node:path';
 import { ConfigError, read, type Env } from './env.ts';
 
 export const projectRoot = path.resolve(__dirname, '..');
-export const defaultCertFile = path.join(projectRoot, 'certs', 'localhost.crt');
-export const defaultKeyFile = path.join(projectRoot, 'certs', 'localhost.key');
+// The self-signed pair generated on first start when MESSAGES_CERT_FILE and MESSAGES_KEY_FILE are not set.
+export const defaultPair = {
+  certFile: path.join(projectRoot, 'certs', 'localhost.crt'),
+  keyFile: path.join(projectRoot, 'certs', 'localhost.key'),
+};
 
 export interface HostPort { host: string; port: number }
 
-export interface RedisConfig {
+// Every integer setting: its variable, default and range (0 means off where a setting allows it).
+const integers = {
+  port: ['MESSAGES_PORT', 5000, 0, 65535],
+  metricsPort: ['MESSAGES_METRICS_PORT', 9464, 0, 65535],
+  logMaxBytes: ['MESSAGES_LOG_MAX_BYTES', 100_000_000, 0, Number.MAX_SAFE_INTEGER],
+  logBackupCount: ['MESSAGES_LOG_BACKUP_COUNT', 5, 0, 1000],
+  maxBodyBytes: ['MESSAGES_MAX_BODY_BYTES', 1_048_576, 16, 1_073_741_824],
+  maxBufferedBytes: ['MESSAGES_MAX_BUFFERED_BYTES', 16_777_216, 16, Number.MAX_SAFE_INTEGER],
+  maxConnections: ['MESSAGES_MAX_CONNECTIONS', 10_000, 1, 1_000_000],
+  maxConnectionsPerIp: ['MESSAGES_MAX_CONNECTIONS_PER_IP', 0, 0, 1_000_000],
+  minBodyRate: ['MESSAGES_MIN_BODY_RATE', 240, 0, 1_073_741_824],
+  headersTimeoutMs: ['MESSAGES_HEADERS_TIMEOUT_MS', 10_000, 100, 600_000],
+  requestTimeoutMs: ['MESSAGES_REQUEST_TIMEOUT_MS', 30_000, 100, 600_000],
+  keepAliveTimeoutMs: ['MESSAGES_KEEPALIVE_TIMEOUT_MS', 5_000, 100, 600_000],
+  sendTimeoutMs: ['MESSAGES_SEND_TIMEOUT_MS', 30_000, 100, 600_000],
+  shutdownTimeoutMs: ['MESSAGES_SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000],
+} as const satisfies Table;
+const redisIntegers = {
+  port: ['MESSAGES_REDIS_PORT', 6379, 1, 65535],
+  minReplicas: ['MESSAGES_REDIS_MIN_REPLICAS', 0, 0, 100],
+  timeoutMs: ['MESSAGES_REDIS_TIMEOUT_MS', 1000, 50, 60_000],
+  maxInflight: ['MESSAGES_MAX_INFLIGHT', 128, 1, 100_000],
+} as const satisfies Table;
+type Table = Record<string, readonly [string, number, number, number]>;
+type Integers<T extends Table> = { [K in keyof T]: number };
+
+export type RedisConfig = Integers<typeof redisIntegers> & {
   url: string | undefined;
   host: string;
-  port: number;
   username: string | undefined;
   password: string | undefined;
   tls: boolean;
@@ -22,53 +50,20 @@ export interface RedisConfig {
   sentinels: HostPort[];
   sentinelName: string;
   sentinelPassword: string | undefined; // the sentinels' own (requirepass), not the master's
-  minReplicas: number;
-  timeoutMs: number;
-  maxInflight: number;
-}
+};
 
-export interface Config {
-  port: number;
+export type Config = Integers<typeof integers> & {
   bind: string;
+  metricsBind: string;
   workers: number;
   certFile: string;
   keyFile: string;
   logDir: string;
-  logMaxBytes: number;
-  logBackupCount: number;
-  maxBodyBytes: number;
-  maxBufferedBytes: number;
-  maxConnections: number;
-  maxConnectionsPerIp: number;
-  minBodyRate: number;
-  headersTimeoutMs: number;
-  requestTimeoutMs: number;
-  keepAliveTimeoutMs: number;
-  sendTimeoutMs: number;
-  shutdownTimeoutMs: number;
   redis: RedisConfig;
-}
+};
 
-// Every integer setting: its variable, default and range. 0 means off where a setting allows it.
-const integers = {
-  port: ['MESSAGES_PORT', 5000, 0, 65535],
-  logMaxBytes: ['MESSAGES_LOG_MAX_BYTES', 100_000_000, 0, Number.MAX_SAFE_INTEGER],
-  logBackupCount: ['MESSAGES_LOG_BACKUP_COUNT', 5, 0, 1000],
-  maxBodyBytes: ['MESSAGES_MAX_BODY_BYTES', 1_048_576, 16, 1_073_741_824],
-  maxBufferedBytes: ['MESSAGES_MAX_BUFFERED_BYTES', 16_777_216, 16, Number.MAX_SAFE_INTEGER],
-  maxConnections: ['MESSAGES_MAX_CONNECTIONS', 10_000, 1, 1_000_000],
-  maxConnectionsPerIp: ['MESSAGES_MAX_CONNECTIONS_PER_IP', 0, 0, 1_000_000],
-  maxInflight: ['MESSAGES_MAX_INFLIGHT', 128, 1, 100_000],
-  minBodyRate: ['MESSAGES_MIN_BODY_RATE', 240, 0, 1_073_741_824],
-  headersTimeoutMs: ['MESSAGES_HEADERS_TIMEOUT_MS', 10_000, 100, 600_000],
-  requestTimeoutMs: ['MESSAGES_REQUEST_TIMEOUT_MS', 30_000, 100, 600_000],
-  keepAliveTimeoutMs: ['MESSAGES_KEEPALIVE_TIMEOUT_MS', 5_000, 100, 600_000],
-  sendTimeoutMs: ['MESSAGES_SEND_TIMEOUT_MS', 30_000, 100, 600_000],
-  shutdownTimeoutMs: ['MESSAGES_SHUTDOWN_TIMEOUT_MS', 10_000, 0, 600_000],
-  redisPort: ['MESSAGES_REDIS_PORT', 6379, 1, 65535],
-  redisMinReplicas: ['MESSAGES_REDIS_MIN_REPLICAS', 0, 0, 100],
-  redisTimeoutMs: ['MESSAGES_REDIS_TIMEOUT_MS', 1000, 50, 60_000],
-} as const satisfies Record<string, readonly [string, number, number, number]>;
+const readIntegers = <T extends Table>(env: Env, table: T): Integers<T> => Object.fromEntries(Object.entries(table)
+  .map(([key, [name, fallback, min, max]]) => [key, read.integer(env, name, fallback, min, max)])) as Integers<T>;
 
 // Relative paths resolve against the project root so that the working directory never matters.
 const filePath = (env: Env, name: string, fallback: string) =>
@@ -81,16 +76,12 @@ function workers(env: Env): number {
 }
 
 export function loadConfig(env: Env = process.env): Readonly<Config> {
-  const int = (key: keyof typeof integers) => {
-    const [name, fallback, min, max] = integers[key];
-    return read.integer(env, name, fallback, min, max);
-  };
   const url = read.redisUrl(env);
   const caFile = read.optional(env, 'MESSAGES_REDIS_CA_FILE');
   const redis: RedisConfig = {
+    ...readIntegers(env, redisIntegers),
     url,
     host: read.text(env, 'MESSAGES_REDIS_HOST', 'localhost'),
-    port: int('redisPort'),
     username: read.optional(env, 'MESSAGES_REDIS_USERNAME'),
     password: read.optional(env, 'MESSAGES_REDIS_PASSWORD'),
     tls: read.flag(env, 'MESSAGES_REDIS_TLS') || (url?.startsWith('rediss:') ?? false),
@@ -100,9 +91,6 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     sentinels: read.hostPortList(env, 'MESSAGES_REDIS_SENTINELS'),
     sentinelName: read.text(env, 'MESSAGES_REDIS_SENTINEL_NAME', 'mymaster'),
     sentinelPassword: read.optional(env, 'MESSAGES_REDIS_SENTINEL_PASSWORD'),
-    minReplicas: int('redisMinReplicas'),
-    timeoutMs: int('redisTimeoutMs'),
-    maxInflight: int('maxInflight'),
   };
   if (redis.clusterNodes.length > 0 && redis.sentinels.length > 0) {
     throw new ConfigError('The values of "MESSAGES_REDIS_CLUSTER_NODES" and "MESSAGES_REDIS_SENTINELS" ' +
@@ -116,26 +104,16 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     }
   }
   const config: Config = {
-    port: int('port'),
+    ...readIntegers(env, integers),
     bind: read.text(env, 'MESSAGES_BIND', '0.0.0.0'),
+    metricsBind: read.text(env, 'MESSAGES_METRICS_BIND', '127.0.0.1'),
     workers: workers(env),
-    certFile: filePath(env, 'MESSAGES_CERT_FILE', defaultCertFile),
-    keyFile: filePath(env, 'MESSAGES_KEY_FILE', defaultKeyFile),
+    certFile: filePath(env, 'MESSAGES_CERT_FILE', defaultPair.certFile),
+    keyFile: filePath(env, 'MESSAGES_KEY_FILE', defaultPair.keyFile),
     logDir: filePath(env, 'MESSAGES_LOG_DIR', 'logs'),
-    logMaxBytes: int('logMaxBytes'),
-    logBackupCount: int('logBackupCount'),
-    maxBodyBytes: int('maxBodyBytes'),
-    maxBufferedBytes: int('maxBufferedBytes'),
-    maxConnections: int('maxConnections'),
-    maxConnectionsPerIp: int('maxConnectionsPerIp'),
-    minBodyRate: int('minBodyRate'),
-    headersTimeoutMs: int('headersTimeoutMs'),
-    requestTimeoutMs: int('requestTimeoutMs'),
-    keepAliveTimeoutMs: int('keepAliveTimeoutMs'),
-    sendTimeoutMs: int('sendTimeoutMs'),
-    shutdownTimeoutMs: int('shutdownTimeoutMs'),
     redis: Object.freeze(redis),
   };
+
   if (config.requestTimeoutMs < config.headersTimeoutMs) {
     throw new ConfigError('The value of "MESSAGES_REQUEST_TIMEOUT_MS" is out of range. ' +
       `It must be >= MESSAGES_HEADERS_TIMEOUT_MS (${config.headersTimeoutMs}). Received ${config.requestTimeoutMs}`);

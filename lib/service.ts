@@ -8,7 +8,7 @@ import { createBudget } from './budget.ts';
 import { ensureCert } from './certs.ts';
 import { createConnections } from './connections.ts';
 import { handshakeReporter, limitPerAddress } from './sockets.ts';
-import { defaultCertFile, defaultKeyFile, type Config } from './config.ts';
+import { defaultPair, type Config } from './config.ts';
 import { ConfigError } from './env.ts';
 import type { LogFiles } from './log-files.ts';
 import { connectRedis } from './redis.ts';
@@ -24,7 +24,7 @@ export interface Service {
 
 // The default pair is generated on first start; explicit paths must exist, or the start fails naming them.
 export async function prepareCert(config: Readonly<Config>, appLog: AppLog): Promise<void> {
-  if (config.certFile === defaultCertFile && config.keyFile === defaultKeyFile) {
+  if (config.certFile === defaultPair.certFile && config.keyFile === defaultPair.keyFile) {
     if (await ensureCert(config.certFile, config.keyFile)) {
       appLog.info('cert_generated', { certFile: config.certFile, keyFile: config.keyFile });
     }

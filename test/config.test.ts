@@ -5,7 +5,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { test } from 'node:test';
-import { defaultCertFile, defaultKeyFile, describeConfig, loadConfig, projectRoot } from '../lib/config.ts';
+import { defaultPair, describeConfig, loadConfig, projectRoot } from '../lib/config.ts';
 import { ConfigError } from '../lib/env.ts';
 
 test('uses the documented defaults when nothing is set', () => {
@@ -18,8 +18,8 @@ test('uses the documented defaults when nothing is set', () => {
   assert.equal(config.redis.password, undefined);
   assert.equal(config.redis.minReplicas, 0);
   assert.equal(config.redis.sentinelName, 'mymaster');
-  assert.equal(config.certFile, defaultCertFile);
-  assert.equal(config.keyFile, defaultKeyFile);
+  assert.equal(config.certFile, defaultPair.certFile);
+  assert.equal(config.keyFile, defaultPair.keyFile);
   assert.equal(config.logDir, path.join(projectRoot, 'logs'));
   assert.equal(config.logMaxBytes, 100_000_000);
   assert.equal(config.logBackupCount, 5);
