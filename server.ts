@@ -1,8 +1,12 @@
 // Entry point: reads the configuration, then runs one serving process, or a primary with cluster workers.
 import cluster from 'node:cluster';
+import fs from 'node:fs';
+import path from 'node:path';
 import { createAppLog } from './lib/app-log.ts';
-import { describeConfig, loadConfig, type Config } from './lib/config.ts';
+import { describeConfig, loadConfig, projectRoot, type Config } from './lib/config.ts';
 import { forwardLogs, openLogFiles, type LogFiles } from './lib/log-files.ts';
+import { collectSnapshots, sendSnapshots, serveMetrics } from './lib/metrics-server.ts';
+import { createServiceMetrics } from './lib/service-metrics.ts';
 import { prepareCert, startService } from './lib/service.ts';
 import { isReloadMessage, runPrimary } from './lib/workers.ts';
 
@@ -18,6 +22,9 @@ const logs: LogFiles = cluster.isWorker
   ? forwardLogs((batch) => process.send?.(batch))
   : openLogFiles(config, (line) => process.stdout.write(line));
 const appLog = createAppLog(logs.app);
+const { version } = JSON.parse(fs.readFileSync(path.join(projectRoot, 'package.json'), 'utf8')) as { version: string };
+const metrics = createServiceMetrics(version);
+metrics.sources.logLines = logs.counts;
 
 // An uncaught exception leaves the process in an unknown state: log it and exit 1 so the supervisor restarts it.
 process.on('uncaughtException', (err) => {
@@ -49,17 +56,34 @@ async function main(): Promise<void> {
     appLog.info('starting', { config: describeConfig(config), node: process.version });
     await prepareCert(config, appLog);
   }
+  // The process that owns the logs serves the metrics: of itself, and of its workers when it has them.
+  let snapshots = () => [metrics.registry.snapshot()];
   if (cluster.isPrimary && config.workers > 1) {
-    const primary = runPrimary(config.workers, logs, appLog, config.shutdownTimeoutMs, () => requestStop(1));
+    const workers = collectSnapshots(metrics.registry);
+    snapshots = () => [metrics.registry.snapshot(), ...workers.snapshots()];
+    const giveUp = () => requestStop(1);
+    const primary = runPrimary(config.workers, logs, appLog, config.shutdownTimeoutMs, giveUp, workers.watch);
     reload = () => primary.reload();
     stop = () => primary.stop();
   } else {
-    const service = await startService(config, logs, appLog);
+    const service = await startService(config, logs, appLog, metrics);
     reload = () => service.reload();
     stop = () => service.stop();
     process.on('message', (message) => {
       if (isReloadMessage(message)) service.reload();
     });
+    if (cluster.isWorker) {
+      const pushing = sendSnapshots(metrics.registry, (message) => process.send?.(message));
+      stop = () => service.stop().then(() => pushing.stop());
+    }
+  }
+  if (!cluster.isWorker && config.metricsPort !== 0) {
+    const render = () => metrics.registry.render(snapshots());
+    const server = await serveMetrics(config.metricsBind, config.metricsPort, render);
+    appLog.info('metrics_listening', { bind: config.metricsBind, port: config.metricsPort });
+    const stopServing = stop!;
+    let stopping: Promise<void> | undefined;
+    stop = () => (stopping ??= stopServing().then(() => new Promise<void>((resolve) => server.close(() => resolve()))));
   }
   if (stopRequested !== undefined) requestStop(stopRequested);
 }

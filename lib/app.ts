@@ -6,6 +6,7 @@ import { accessLine } from './access-log.ts';
 import { readMessage, type BodyLimits } from './body.ts';
 import { errorAnswer, errors, HttpError, securityHeaders } from './errors.ts';
 import { authorityOf, createRouter } from './router.ts';
+import type { ServiceMetrics } from './service-metrics.ts';
 import type { Store } from './store.ts';
 
 export interface AppOptions {
@@ -13,21 +14,22 @@ export interface AppOptions {
   appLog: AppLog;
   accessLog: LineSink;
   body: BodyLimits;
+  metrics: Pick<ServiceMetrics, 'answered' | 'bodyRejected'>;
 }
 
-// One request and its answer; `received` (performance.now()) is when the request arrived, for the access log.
-interface Exchange { req: IncomingMessage; res: ServerResponse; received: number }
+// One request and its answer: when it arrived (performance.now()) and its route's name, for the logs and metrics.
+interface Exchange { req: IncomingMessage; res: ServerResponse; received: number; route: string }
 type Handler = (exchange: Exchange, param: string) => Promise<void> | void;
 
 // A stored message never changes under its digest, so clients may cache it for good (RFC 8246).
 const immutable = 'public, max-age=31536000, immutable';
 const json = 'application/json; charset=utf-8';
 
-export function createApp({ store, appLog, accessLog, body: bodyLimits }: AppOptions) {
+export function createApp({ store, appLog, accessLog, body: bodyLimits, metrics }: AppOptions) {
   let draining = false;
 
   function send(
-    { req, res, received }: Exchange,
+    { req, res, received, route }: Exchange,
     status: number,
     body: string,
     headers: Record<string, string | number> = {},
@@ -45,7 +47,9 @@ export function createApp({ store, appLog, accessLog, body: bodyLimits }: AppOpt
       ...headers,
     });
     res.end(status === 304 ? undefined : body);
-    accessLog(accessLine(req, status, req.method === 'HEAD' ? 0 : length, performance.now() - received));
+    const elapsedMs = performance.now() - received;
+    accessLog(accessLine(req, status, req.method === 'HEAD' ? 0 : length, elapsedMs));
+    metrics.answered(route, req.method ?? '', status, elapsedMs);
   }
 
   function sendError(exchange: Exchange, err: unknown) {
@@ -60,7 +64,10 @@ export function createApp({ store, appLog, accessLog, body: bodyLimits }: AppOpt
   }
 
   async function postMessage(exchange: Exchange) {
-    const { message, release } = await readMessage(exchange.req, bodyLimits);
+    const { message, release } = await readMessage(exchange.req, bodyLimits).catch((err: unknown) => {
+      if (err instanceof HttpError) metrics.bodyRejected(err.status);
+      throw err;
+    });
     const digest = await store.put(message).finally(release);
     // RFC 9110 section 15.3.2: a 201 names the resource it created.
     send(exchange, 201, `{"digest":"${digest}"}`, { Location: `/messages/${digest}` });
@@ -111,11 +118,12 @@ export function createApp({ store, appLog, accessLog, body: bodyLimits }: AppOpt
   }
 
   function handle(req: IncomingMessage, res: ServerResponse, received: number): void {
-    const exchange = { req, res, received };
+    const exchange = { req, res, received, route: 'other' };
     try {
       admit(req);
-      const { handler, param } = route(req.method ?? '', req.url ?? '');
-      const pending = handler(exchange, param);
+      const found = route(req.method ?? '', req.url ?? '');
+      exchange.route = found.route;
+      const pending = found.handler(exchange, found.param);
       if (pending !== undefined) pending.catch((err: unknown) => sendError(exchange, err));
     } catch (err) {
       sendError(exchange, err);

@@ -20,6 +20,9 @@ interface Connection {
   last: (() => void) | undefined; // a raw answer that ends the connection, once the turns ahead of it are answered
 }
 
+// Counts an answer for the metrics: route, method, status, milliseconds since its request arrived.
+type Answered = (route: string, method: string, status: number, elapsedMs: number) => void;
+
 // What the access log says of an answer written on the socket, given its status and body bytes.
 type Describe = (status: number, bytes: number) => string;
 
@@ -30,7 +33,7 @@ const clientErrors: Record<string, () => HttpError> = {
 };
 
 // `lingerBytes` caps what a closing connection reads and drops (sockets.ts).
-export function createConnections(handle: Handle, accessLog: LineSink, lingerBytes: number) {
+export function createConnections(handle: Handle, accessLog: LineSink, lingerBytes: number, answered: Answered) {
   const connections = new WeakMap<Socket, Connection>();
 
   function close(socket: Socket, connection: Connection | undefined, last?: string): void {
@@ -78,6 +81,7 @@ export function createConnections(handle: Handle, accessLog: LineSink, lingerByt
       const { bytes, bodyBytes } = rawAnswer(err);
       close(socket, connection, bytes);
       accessLog(describe(err.status, bodyBytes));
+      answered('other', 'other', err.status, 0);
     };
     if (connection === undefined || connection.turns.every((turn) => turn.state === 'refused')) answer();
     else connection.last = answer;
@@ -93,6 +97,7 @@ export function createConnections(handle: Handle, accessLog: LineSink, lingerByt
     turn.res.writeHead(err.status, headers);
     turn.res.end(body);
     accessLog(accessLine(turn.req, err.status, Buffer.byteLength(body), undefined));
+    answered('other', turn.req.method ?? '', err.status, performance.now() - turn.received);
   }
 
   // The refused request's first line, only if the packet is all the connection carried; else unknown, not guessed.

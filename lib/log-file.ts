@@ -22,16 +22,18 @@ export function openForAppend(path: string): LiveFile {
 }
 
 // One writeSync per segment, looped on partial writes; a failed segment is cut back whole, so no torn line stays.
-export function writeAll(live: LiveFile, segment: string[], report: Report): void {
-  if (segment.length === 0) return;
+// Returns whether the segment was written.
+export function writeAll(live: LiveFile, segment: string[], report: Report): boolean {
+  if (segment.length === 0) return true;
   const data = Buffer.from(segment.join(''), 'utf8');
   let written = 0;
   try {
     while (written < data.length) written += fs.writeSync(live.fd, data, written, data.length - written);
     live.size += written;
+    return true;
   } catch (error) {
     report(`write to ${live.path} failed, ${segment.length} line(s) dropped: ${describe(error)}`);
-    if (written === 0 || !live.regular) return;
+    if (written === 0 || !live.regular) return false;
     try {
       const end = fs.fstatSync(live.fd).size;
       fs.ftruncateSync(live.fd, end - written);
@@ -40,6 +42,21 @@ export function writeAll(live: LiveFile, segment: string[], report: Report): voi
       live.size += written;
       report(`could not remove a partly written line from ${live.path}: ${describe(cutError)}`);
     }
+    return false;
+  }
+}
+
+// app.log.N-1 to .N, oldest first as CPython's doRollover, then app.log to .1; POSIX rename replaces .N atomically.
+export function shiftBackups(path: string, backupCount: number, report: Report): boolean {
+  try {
+    for (let i = backupCount - 1; i >= 1; i--) {
+      if (fs.existsSync(`${path}.${i}`)) fs.renameSync(`${path}.${i}`, `${path}.${i + 1}`);
+    }
+    fs.renameSync(path, `${path}.1`);
+    return true;
+  } catch (error) {
+    report(`rotation of ${path} failed, writing on to the current file: ${describe(error)}`);
+    return false;
   }
 }
 

@@ -10,6 +10,8 @@ export interface LogFiles {
   access: LineSink;
   reopen(): void;
   close(): void;
+  // Lines written and dropped per file, where this process writes them (not in a worker).
+  counts?: () => Record<'app' | 'access', { written: number; dropped: number }>;
 }
 
 export interface LogFileOptions {
@@ -46,6 +48,7 @@ export function openLogFiles(options: LogFileOptions, mirror: LineSink | undefin
       app.close();
       access.close();
     },
+    counts: () => ({ app: { ...app.lines }, access: { ...access.lines } }),
   };
 }
 

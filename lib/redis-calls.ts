@@ -1,4 +1,5 @@
 // Every Redis call: a MESSAGES_MAX_INFLIGHT slot, then the reply, each within the Redis timeout; troubles logged.
+import { performance } from 'node:perf_hooks';
 import type { AppLog } from './app-log.ts';
 import { replyKind, replyReporter } from './redis-replies.ts';
 import { throttle } from './throttle.ts';
@@ -8,7 +9,14 @@ export type Bounded = <T>(command: string, work: () => Promise<T>) => Promise<T>
 
 export interface CallLimits { timeoutMs: number; maxInflight: number }
 
-export function boundedCalls({ timeoutMs, maxInflight }: CallLimits, log: AppLog, target: string): Bounded {
+// Told each call's outcome (ok, error and the reply's first word, timeout, unavailable, busy) and the count in flight.
+export interface CallObserver {
+  call(command: string, outcome: string, reply: string, elapsedMs: number): void;
+  inflight(count: number): void;
+}
+
+export function boundedCalls(limits: CallLimits, log: AppLog, target: string, observe: CallObserver): Bounded {
+  const { timeoutMs, maxInflight } = limits;
   const missed = throttle();
   const full = throttle();
   const refused = replyReporter(log, target);
@@ -29,30 +37,36 @@ export function boundedCalls({ timeoutMs, maxInflight }: CallLimits, log: AppLog
   const release = () => {
     let next: (() => void) | undefined;
     while (next === undefined && waiting.length > 0) next = waiting.shift();
-    if (next === undefined) inflight -= 1;
+    if (next === undefined) observe.inflight(--inflight);
     else next();
   };
 
   // node-redis's timeout stops at the write; this bounds the reply too and logs misses (a hang raises no error).
   const run = <T>(command: string, work: () => Promise<T>) => new Promise<T>((resolve, reject) => {
+    const started = performance.now();
     let settled = false;
     let timer: NodeJS.Timeout | undefined;
     // Timed from the write (same check phase), checked after one more I/O pass: a reply in time is never a 503.
     setImmediate(() => {
       if (settled) return;
       timer = setTimeout(() => setImmediate(() => {
-        if (!settled) expire(reject);
+        if (settled) return;
         settled = true;
+        observe.call(command, 'timeout', '', performance.now() - started);
+        expire(reject);
       }), timeoutMs);
     });
     work().then((value) => {
+      if (!settled) observe.call(command, 'ok', '', performance.now() - started);
       settled = true;
       clearTimeout(timer);
       resolve(value);
     }, (err: unknown) => {
+      const kind = replyKind(err);
+      const outcome = kind === undefined ? 'unavailable' : 'error';
+      if (!settled) observe.call(command, outcome, kind ?? '', performance.now() - started);
       settled = true;
       clearTimeout(timer);
-      const kind = replyKind(err);
       if (kind !== undefined) refused(command, kind);
       reject(err);
     });
@@ -74,13 +88,14 @@ export function boundedCalls({ timeoutMs, maxInflight }: CallLimits, log: AppLog
           'raise MESSAGES_MAX_INFLIGHT or add workers, or look for a slow Redis';
         log.warn('redis_busy', { target, maxInflight, timeoutMs, refused: suppressed + 1, hint });
       }
+      observe.call('-', 'busy', '', timeoutMs);
       reject(new Error(`No Redis call slot within ${timeoutMs} ms`));
     }, timeoutMs);
   });
 
   return (command, work) => {
     if (inflight < maxInflight) {
-      inflight += 1;
+      observe.inflight(++inflight);
       return run(command, work);
     }
     return waitForSlot().then(() => run(command, work));

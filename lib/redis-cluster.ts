@@ -1,7 +1,7 @@
 // Redis Cluster (sharding), built with the official client's own cluster support.
 import { createCluster } from './redis-core.ts';
 import type { AppLog } from './app-log.ts';
-import { boundedCalls } from './redis-calls.ts';
+import { boundedCalls, type CallObserver } from './redis-calls.ts';
 import type { HostPort, RedisConfig } from './config.ts';
 import { nodeOptions, probeKey, probeOptions, writeDurably, type RedisConnection } from './redis-connection.ts';
 import { address, closeWithin, keepConnecting, offline } from './redis-failures.ts';
@@ -25,14 +25,14 @@ async function probeKeys<Client>(cluster: {
   return keys;
 }
 
-export function connectCluster(config: RedisConfig, log: AppLog): RedisConnection {
+export function connectCluster(config: RedisConfig, log: AppLog, observe: CallObserver): RedisConnection {
   const hints = {
     variables: 'MESSAGES_REDIS_CLUSTER_NODES',
     refused: 'start the node or check MESSAGES_REDIS_CLUSTER_NODES; ' +
       'the cluster promotes a replica of a failed master after cluster-node-timeout',
   };
   const seeds = `cluster ${config.clusterNodes.map(address).join(',')}`;
-  const bounded = boundedCalls(config, log, seeds);
+  const bounded = boundedCalls(config, log, seeds, observe);
   const seedState = stateReporter(log, seeds, hints);
   const nodeStates = new Map<string, StateReporter>();
   const nodeState = (node: HostPort) => {

@@ -11,6 +11,8 @@ export interface RedisConnection {
   // Resolves when every master accepts writes; rejects with the reason (unreachable, OOM, READONLY, NOPERM, ...).
   probe(): Promise<void>;
   readonly isReady: boolean;
+  // The master's host:port where the sentinels name it (Sentinel mode), for the metrics.
+  readonly master?: string | undefined;
   // A graceful close lets replies in flight arrive; past `withinMs` the connections are cut.
   close(withinMs: number): Promise<void>;
 }

@@ -1,7 +1,7 @@
 // Redis under Sentinel: master connections move the moment the sentinels announce a switch (sentinel-watch.ts).
 import { createClient } from './redis-core.ts';
 import type { AppLog } from './app-log.ts';
-import { boundedCalls } from './redis-calls.ts';
+import { boundedCalls, type CallObserver } from './redis-calls.ts';
 import type { HostPort, RedisConfig } from './config.ts';
 import { nodeOptions, probeKey, probeOptions, writeDurably, type RedisConnection } from './redis-connection.ts';
 import { address, closeWithin, offline, reconnectDelay } from './redis-failures.ts';
@@ -9,10 +9,10 @@ import { stateReporter } from './redis-state.ts';
 import { openReplicaReader } from './sentinel-replicas.ts';
 import { watchSentinels } from './sentinel-watch.ts';
 
-export function connectSentinel(config: RedisConfig, log: AppLog): RedisConnection {
+export function connectSentinel(config: RedisConfig, log: AppLog, observe: CallObserver): RedisConnection {
   const variables = 'MESSAGES_REDIS_SENTINELS';
   const target = `master ${config.sentinelName} via sentinels ${config.sentinels.map(address).join(',')}`;
-  const bounded = boundedCalls(config, log, target);
+  const bounded = boundedCalls(config, log, target, observe);
   const masterState = stateReporter(log, target, {
     variables,
     refused: 'the master is down; the sentinels promote a replica once a quorum agrees, ' +
@@ -115,6 +115,9 @@ export function connectSentinel(config: RedisConfig, log: AppLog): RedisConnecti
     }),
     probe: () => bounded('SET', () => masterLinks().main.set(probeKey, '1', probeOptions)).then(() => undefined),
     // Reads need no replica: a read that fails on one is asked of the master.
+    get master() {
+      return master === undefined ? undefined : address(master);
+    },
     get isReady() {
       return links !== undefined && links.main.isReady && links.durable.isReady;
     },

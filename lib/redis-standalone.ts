@@ -1,16 +1,16 @@
 // A standalone Redis server: one connection for reads and writes, and one of its own for durable writes.
 import { createClient } from './redis-core.ts';
 import type { AppLog } from './app-log.ts';
-import { boundedCalls } from './redis-calls.ts';
+import { boundedCalls, type CallObserver } from './redis-calls.ts';
 import type { RedisConfig } from './config.ts';
 import { nodeOptions, probeKey, probeOptions, writeDurably, type RedisConnection } from './redis-connection.ts';
 import { closeWithin, offline } from './redis-failures.ts';
 import { stateReporter } from './redis-state.ts';
 
-export function connectStandalone(config: RedisConfig, log: AppLog): RedisConnection {
+export function connectStandalone(config: RedisConfig, log: AppLog, observe: CallObserver): RedisConnection {
   const target = config.url === undefined ? `${config.host}:${config.port}` : new URL(config.url).host;
   const state = stateReporter(log, target);
-  const bounded = boundedCalls(config, log, target);
+  const bounded = boundedCalls(config, log, target, observe);
   const open = () => {
     const options = nodeOptions(config);
     const client = createClient({

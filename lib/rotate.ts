@@ -1,7 +1,7 @@
 // A single-writer, size-rotated, buffered log file that rotates like CPython's RotatingFileHandler.
 import fs from 'node:fs';
 import {
-  closeQuietly, describe, openForAppend, stderrReporter, writeAll, type LiveFile, type Report,
+  closeQuietly, describe, openForAppend, shiftBackups, stderrReporter, writeAll, type LiveFile, type Report,
 } from './log-file.ts';
 
 export interface RotatingFileOptions {
@@ -29,6 +29,8 @@ export class RotatingFile {
   private flushing: NodeJS.Immediate | undefined;
   private buffer: string[] = [];
   private bufferedUnits = 0;
+  // Lines written, and lines that could not be (for the metrics).
+  readonly lines = { written: 0, dropped: 0 };
   private live: LiveFile | undefined; // undefined only until the first open succeeds
   private closed = false;
 
@@ -64,20 +66,28 @@ export class RotatingFile {
     this.bufferedUnits = 0;
     // Until the file opens (say its directory is created later), every flush tries again.
     if (this.live === undefined) this.openAgain();
-    if (this.live === undefined) return;
+    if (this.live === undefined) {
+      this.lines.dropped += lines.length;
+      return;
+    }
     let start = 0;
     let segmentBytes = 0;
     for (let i = 0; i < lines.length && this.rotates(this.live); i++) {
       const lineBytes = Buffer.byteLength(lines[i]!);
       if (this.shouldRotate(this.live.size + segmentBytes, lineBytes)) {
-        writeAll(this.live, lines.slice(start, i), this.report);
+        this.count(lines.slice(start, i));
         start = i;
         segmentBytes = 0;
         this.rotate();
       }
       segmentBytes += lineBytes;
     }
-    writeAll(this.live, start === 0 ? lines : lines.slice(start), this.report);
+    this.count(start === 0 ? lines : lines.slice(start));
+  }
+
+  private count(segment: string[]): void {
+    if (writeAll(this.live!, segment, this.report)) this.lines.written += segment.length;
+    else this.lines.dropped += segment.length;
   }
 
   // logrotate's "create" mode and SIGHUP: lines already buffered belong to the file that was moved away.
@@ -115,18 +125,8 @@ export class RotatingFile {
     return sizeBefore > 0 && sizeBefore + lineBytes >= this.maxBytes;
   }
 
-  // Oldest first, as CPython's doRollover; POSIX rename replaces .N atomically, so no separate remove is needed.
   private rotate(): void {
-    try {
-      for (let i = this.backupCount - 1; i >= 1; i--) {
-        if (fs.existsSync(`${this.path}.${i}`)) fs.renameSync(`${this.path}.${i}`, `${this.path}.${i + 1}`);
-      }
-      fs.renameSync(this.path, `${this.path}.1`);
-    } catch (error) {
-      this.report(`rotation of ${this.path} failed, writing on to the current file: ${describe(error)}`);
-      return;
-    }
-    if (this.openAgain()) return;
+    if (!shiftBackups(this.path, this.backupCount, this.report) || this.openAgain()) return;
     // Give the still-open file its name back so the next rotation does not push it out of the backups.
     try {
       fs.renameSync(`${this.path}.1`, this.path);

@@ -41,16 +41,17 @@ function decodeSegment(segment: string): string {
 }
 
 export function createRouter<H>(table: readonly Route<H>[]) {
-  const exact = new Map<string, { methods: Methods<H>; allow: string }>();
-  const prefixed: { prefix: string; methods: Methods<H>; allow: string }[] = [];
+  const exact = new Map<string, { methods: Methods<H>; allow: string; name: string }>();
+  const prefixed: { prefix: string; methods: Methods<H>; allow: string; name: string }[] = [];
   for (const route of table) {
-    const entry = { methods: route.methods, allow: allowOf(route.methods) };
+    const name = route.param ? `${route.path}:param` : route.path;
+    const entry = { methods: route.methods, allow: allowOf(route.methods), name };
     if (route.param) prefixed.push({ prefix: route.path, ...entry });
     else exact.set(route.path, entry);
   }
 
-  // Returns the handler and the parameter, or throws the 404/405 HttpError that answers the request.
-  return function find(method: string, url: string): { handler: H; param: string } {
+  // The handler, the parameter and the route's name ('/messages/:param'), or the 404/405 HttpError that answers.
+  return function find(method: string, url: string): { handler: H; param: string; route: string } {
     const path = pathOf(url);
     let entry = exact.get(path);
     let param = '';
@@ -68,6 +69,6 @@ export function createRouter<H>(table: readonly Route<H>[]) {
     const key = method === 'HEAD' ? 'GET' : method;
     // hasOwn, not a plain lookup: a method named "constructor" must not reach Object.prototype.
     if (!Object.hasOwn(entry.methods, key)) throw errors.methodNotAllowed(method, entry.allow);
-    return { handler: entry.methods[key as keyof Methods<H>]!, param };
+    return { handler: entry.methods[key as keyof Methods<H>]!, param, route: entry.name };
   };
 }

@@ -1,18 +1,20 @@
 // One serving process: HTTPS server with its limits, the store, reload and drain. server.ts wires it to signals.
 import fs from 'node:fs';
 import https from 'node:https';
+import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { AppLog } from './app-log.ts';
 import { createApp } from './app.ts';
 import { createBudget } from './budget.ts';
 import { ensureCert } from './certs.ts';
 import { createConnections } from './connections.ts';
-import { handshakeReporter, limitPerAddress } from './sockets.ts';
+import { handshakeReporter, watchConnections } from './sockets.ts';
 import { defaultPair, type Config } from './config.ts';
 import { ConfigError } from './env.ts';
 import type { LogFiles } from './log-files.ts';
 import { connectRedis } from './redis.ts';
 import { createStore } from './store.ts';
+import type { ServiceMetrics } from './service-metrics.ts';
 import { loadKeyPair, reloadKeyPair, tlsSettings } from './tls.ts';
 
 export interface Service {
@@ -38,16 +40,22 @@ export async function prepareCert(config: Readonly<Config>, appLog: AppLog): Pro
   }
 }
 
-export async function startService(config: Readonly<Config>, logs: LogFiles, appLog: AppLog): Promise<Service> {
+export async function startService(
+  config: Readonly<Config>,
+  logs: LogFiles,
+  appLog: AppLog,
+  metrics: ServiceMetrics,
+): Promise<Service> {
   const pair = loadKeyPair(config.certFile, config.keyFile);
-  const store = createStore(connectRedis(config.redis, appLog));
+  const redis = connectRedis(config.redis, appLog, metrics.redis);
+  const store = createStore(redis);
   const body = {
     maxBytes: config.maxBodyBytes,
     minRate: config.minBodyRate,
     budget: createBudget(config.maxBufferedBytes),
   };
-  const app = createApp({ store, appLog, accessLog: logs.access, body });
-  const connections = createConnections(app.handle, logs.access, config.maxBodyBytes);
+  const app = createApp({ store, appLog, accessLog: logs.access, body, metrics });
+  const connections = createConnections(app.handle, logs.access, config.maxBodyBytes, metrics.answered);
 
   const server = https.createServer({
     ...pair,
@@ -63,10 +71,20 @@ export async function startService(config: Readonly<Config>, logs: LogFiles, app
     requireHostHeader: false,
   }, connections.request);
   server.maxConnections = config.maxConnections;
-  limitPerAddress(server, config.maxConnectionsPerIp);
+  const open = watchConnections(server, config.maxConnectionsPerIp, metrics.connectionRefused);
   // A connection moving no byte either way this long mid-request is destroyed; idle ones are keep-alive's.
   server.timeout = config.sendTimeoutMs;
-  server.on('tlsClientError', handshakeReporter(appLog));
+  server.on('timeout', (socket: Socket) => {
+    metrics.sendTimedOut();
+    socket.destroy();
+  });
+  server.on('tlsClientError', handshakeReporter(appLog, metrics.handshakeFailed));
+  Object.assign(metrics.sources, {
+    connectionsOpen: open,
+    bufferedBytes: body.budget.held,
+    redisUp: () => redis.isReady,
+    redisMaster: () => redis.master,
+  });
   server.on('clientError', connections.clientError);
   // RFC 9110 section 10.1.1: an expectation other than 100-continue may be ignored; Node's own answer is a bare 417.
   server.on('checkExpectation', connections.request);

@@ -7,12 +7,13 @@ import { throttle } from './throttle.ts';
 export const lingerMs = 2000;
 
 // Rate-limited: scanners and plain-HTTP probes must not flood app.log (one line per 10 s, with a count).
-export function handshakeReporter(appLog: AppLog) {
+export function handshakeReporter(appLog: AppLog, failed: () => void) {
   const allow = throttle();
   return (err: Error, socket: Socket) => {
     const remote = socket.remoteAddress;
     // Node leaves the socket open after a handshake timeout: the listener must close it (fastify#3251).
     socket.destroy();
+    failed();
     const suppressed = allow();
     if (suppressed !== undefined) {
       appLog.warn('tls_handshake_failed', { remote, reason: err.message.slice(0, 200), suppressed });
@@ -20,25 +21,34 @@ export function handshakeReporter(appLog: AppLog) {
   };
 }
 
-// MESSAGES_MAX_CONNECTIONS_PER_IP, refused at accept before any TLS; off (0) by default, for load balancers.
-export function limitPerAddress(server: Server, max: number): void {
-  if (max === 0) return;
-  const open = new Map<string, number>();
+// Counts open connections; refuses at accept, before any TLS, an address past MESSAGES_MAX_CONNECTIONS_PER_IP (off,
+// 0, by default: behind a load balancer every client has its address). Returns the count of open ones.
+export function watchConnections(server: Server, maxPerAddress: number, refused: (limit: Limit) => void): () => number {
+  let open = 0;
+  const perAddress = new Map<string, number>();
+  // Node drops a connection past server.maxConnections itself; 'drop' tells of it.
+  server.on('drop', () => refused('max_connections'));
   server.on('connection', (socket: Socket) => {
     const address = socket.remoteAddress ?? '';
-    const count = (open.get(address) ?? 0) + 1;
-    if (count > max) {
+    const count = (perAddress.get(address) ?? 0) + 1;
+    if (maxPerAddress > 0 && count > maxPerAddress) {
+      refused('per_ip');
       socket.destroy();
       return;
     }
-    open.set(address, count);
+    perAddress.set(address, count);
+    open += 1;
     socket.once('close', () => {
-      const left = open.get(address)! - 1;
-      if (left === 0) open.delete(address);
-      else open.set(address, left);
+      open -= 1;
+      const left = perAddress.get(address)! - 1;
+      if (left === 0) perAddress.delete(address);
+      else perAddress.set(address, left);
     });
   });
+  return () => open;
 }
+
+type Limit = 'max_connections' | 'per_ip';
 
 // FIN, then drop reads until close, lingerMs or `maxBytes`: destroy() would reset a sending client (RFC 9112 9.6).
 export function lingeringClose(socket: Socket, maxBytes: number, last?: string): void {

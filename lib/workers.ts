@@ -27,6 +27,7 @@ export function runPrimary(
   appLog: AppLog,
   shutdownTimeoutMs: number,
   giveUp: () => void,
+  watch: (worker: Worker) => void, // the primary's other business with each worker (its metrics)
 ): Primary {
   let stopping: Promise<void> | undefined;
   let quickDeaths = 0;
@@ -36,6 +37,7 @@ export function runPrimary(
 
   function fork(): void {
     const worker = cluster.fork();
+    watch(worker);
     const started = Date.now();
     let listening = false;
     receiveLogs(worker, logs);

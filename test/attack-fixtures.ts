@@ -5,6 +5,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { loadConfig } from '../lib/config.ts';
 import { createAppLog } from '../lib/app-log.ts';
+import { createServiceMetrics } from '../lib/service-metrics.ts';
 import { openLogFiles } from '../lib/log-files.ts';
 import { startService, type Service } from '../lib/service.ts';
 
@@ -236,7 +237,7 @@ export async function startCapturing(env: Record<string, string>): Promise<Captu
       files.access(line);
     },
   };
-  const service = await startService(config, logs, createAppLog(logs.app));
+  const service = await startService(config, logs, createAppLog(logs.app), createServiceMetrics('test'));
   return {
     service,
     appLines,

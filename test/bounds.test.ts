@@ -170,7 +170,7 @@ test('a reply that came in time while the process was busy is no timeout: a 503 
   await client.connect();
   t.after(() => client.destroy());
   const lines: string[] = [];
-  const bounded = boundedCalls({ timeoutMs: 200, maxInflight: 8 }, createAppLog((line) => lines.push(line)), 'test');
+  const bounded = boundedCalls({ timeoutMs: 200, maxInflight: 8 }, createAppLog((line) => lines.push(line)), 'test', { call() {}, inflight() {} });
   const reply = bounded('PING', () => client.ping());
   // node-redis writes its commands once the current turn of the loop is done.
   await new Promise((resolve) => setImmediate(resolve));

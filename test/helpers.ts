@@ -9,6 +9,7 @@ import path from 'node:path';
 import { generateCert } from '../lib/certs.ts';
 import { loadConfig, projectRoot, type Config } from '../lib/config.ts';
 import { createAppLog } from '../lib/app-log.ts';
+import { createServiceMetrics } from '../lib/service-metrics.ts';
 import { openLogFiles, type LogFiles } from '../lib/log-files.ts';
 import { startService, type Service } from '../lib/service.ts';
 
@@ -155,6 +156,8 @@ export function serviceEnv(env: TestEnv, extra: Record<string, string> = {}): Re
     MESSAGES_CERT_FILE: env.cert.certFile,
     MESSAGES_KEY_FILE: env.cert.keyFile,
     MESSAGES_LOG_DIR: path.join(env.dir, 'logs'),
+    // Off, so that services started side by side do not contend for 9464; metrics tests turn it on.
+    MESSAGES_METRICS_PORT: '0',
     ...extra,
   };
 }
@@ -165,7 +168,7 @@ export interface InProcess { service: Service; logs: LogFiles; config: Readonly<
 export async function startInProcess(env: Record<string, string>): Promise<InProcess> {
   const config = loadConfig(env);
   const logs = openLogFiles(config);
-  const service = await startService(config, logs, createAppLog(logs.app));
+  const service = await startService(config, logs, createAppLog(logs.app), createServiceMetrics('test'));
   return {
     service,
     logs,

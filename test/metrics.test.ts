@@ -1,10 +1,18 @@
 // The metrics registry: Prometheus text format 0.0.4 that promtool accepts, label escaping, and the merge of processes.
 import assert from 'node:assert/strict';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import fs from 'node:fs';
+import http from 'node:http';
+import https from 'node:https';
 import path from 'node:path';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { projectRoot } from '../lib/config.ts';
 import { labels, Registry } from '../lib/metrics.ts';
+import {
+  freePort, makeCert, postMessage, request, serviceEnv, spawnService, startRedis, stopChild, tempDir, track, waitFor,
+  waitForOutput,
+  type Cert, type RedisServer, type Spawned,
+} from './helpers.ts';
 
 const hasPromtool = spawnSync('promtool', ['--version']).status === 0;
 
@@ -57,3 +65,115 @@ test('promtool check metrics accepts the output', { skip: hasPromtool ? false : 
 test('the alert rules in docs/alerts.yml pass their promtool unit tests', { skip: hasPromtool ? false : 'promtool is not installed (Debian package prometheus)' }, () => {
   execFileSync('promtool', ['test', 'rules', 'alerts.test.yml'], { cwd: path.join(projectRoot, 'docs') });
 });
+
+interface Running { service: Spawned; metricsPort: number; redis: RedisServer; cert: Cert }
+
+async function startWithMetrics(t: TestContext, extra: Record<string, string> = {}): Promise<Running> {
+  const dir = tempDir();
+  const [redis, cert, metricsPort] = await Promise.all([startRedis(), makeCert(dir), freePort()]);
+  t.after(() => redis.stop());
+  const service = await spawnService(serviceEnv({ redis, cert, dir }, { MESSAGES_METRICS_PORT: String(metricsPort), ...extra }));
+  t.after(() => stopChild(service.child, 'SIGKILL'));
+  return { service, metricsPort, redis, cert };
+}
+
+const scrape = (port: number, target = '/metrics', method = 'GET') => new Promise<{ status: number; type: string; body: string }>((resolve, reject) => {
+  const req = http.request({ host: '127.0.0.1', port, path: target, method }, (res) => {
+    let body = '';
+    res.on('data', (chunk: Buffer) => { body += chunk.toString(); });
+    res.on('end', () => resolve({ status: res.statusCode ?? 0, type: String(res.headers['content-type']), body }));
+  });
+  req.on('error', reject);
+  req.end();
+});
+
+// The value of one series in an exposition, or undefined.
+const valueOf = (text: string, series: string) => {
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? undefined : Number(line.slice(series.length + 1));
+};
+
+test('GET /metrics answers on its own plain-HTTP port with the text format promtool accepts; anything else is a 404', async (t) => {
+  const { service, metricsPort, cert } = await startWithMetrics(t);
+  assert.equal((await postMessage(service.port, cert.ca, 'counted')).status, 201);
+  const reply = await scrape(metricsPort);
+  assert.equal(reply.status, 200);
+  assert.equal(reply.type, 'text/plain; version=0.0.4; charset=utf-8');
+  assert.equal(valueOf(reply.body, 'messages_http_requests_total{route="/messages",method="POST",status_class="2xx"}'), 1);
+  assert.equal(valueOf(reply.body, 'messages_redis_commands_total{command="SET",outcome="ok",reply=""}'), 1);
+  assert.equal(valueOf(reply.body, 'messages_redis_up'), 1);
+  assert.match(reply.body, /\nmessages_build_info\{version="\d+\.\d+\.\d+",nodejs="v\d+\.\d+\.\d+"\} 1\n/);
+  if (hasPromtool) execFileSync('promtool', ['check', 'metrics'], { input: reply.body });
+  for (const [target, method] of [['/', 'GET'], ['/metrics', 'POST'], ['/metricsx', 'GET']] as const) {
+    assert.equal((await scrape(metricsPort, target, method)).status, 404, `${method} ${target}`);
+  }
+});
+
+test('with two workers the primary sums their counters, and a worker that dies takes none of them with it', { timeout: 60_000 }, async (t) => {
+  const { service, metricsPort, cert } = await startWithMetrics(t, { MESSAGES_WORKERS: '2' });
+  const listening = () => service.output().split('\n').filter((line) => line.includes('"event":"listening"')).map((line) => JSON.parse(line).pid as number);
+  await waitFor(() => listening().length === 2, 15_000, 'two workers listening');
+  const agent = new https.Agent({ keepAlive: false, maxSockets: 4, ca: cert.ca });
+  t.after(() => agent.destroy());
+  await Promise.all(Array.from({ length: 40 }, () => request(service.port, cert.ca, { path: '/healthz', agent, headers: { Connection: 'close' } })));
+  const series = 'messages_http_requests_total{route="/healthz",method="GET",status_class="2xx"}';
+  await waitFor(async () => valueOf((await scrape(metricsPort)).body, series) === 40, 10_000, '40 answers counted across workers');
+  process.kill(listening()[0]!, 'SIGKILL');
+  await waitFor(() => listening().length === 3, 15_000, 'a replacement worker');
+  assert.ok(valueOf((await scrape(metricsPort)).body, series)! >= 40, 'the count went backwards');
+});
+
+const hasPrometheus = spawnSync('prometheus', ['--version']).status === 0;
+
+// Debian's prometheus scraping `target` every second, from a scratch directory, stopped with the test.
+async function startPrometheus(t: TestContext, target: string): Promise<(query: string) => Promise<number | undefined>> {
+  const dir = tempDir('prometheus-');
+  const port = await freePort();
+  fs.writeFileSync(path.join(dir, 'prometheus.yml'), [
+    'global: {scrape_interval: 1s, evaluation_interval: 1s}',
+    'scrape_configs:',
+    '  - job_name: messages',
+    `    static_configs: [{targets: ['${target}']}]`,
+    '',
+  ].join('\n'));
+  const child = track(spawn('prometheus', [`--config.file=${path.join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${path.join(dir, 'data')}`,
+    `--web.listen-address=127.0.0.1:${port}`], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  t.after(() => stopChild(child, 'SIGKILL'));
+  await waitForOutput(child, /Server is ready to receive web requests/, 30_000);
+  return async (query) => {
+    const reply = await new Promise<string>((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port, path: `/api/v1/query?query=${encodeURIComponent(query)}` }, (res) => {
+        let body = '';
+        res.on('data', (chunk: Buffer) => { body += chunk.toString(); });
+        res.on('end', () => resolve(body));
+      }).on('error', reject);
+    });
+    const result = (JSON.parse(reply) as { data: { result: Array<{ value: [number, string] }> } }).data.result;
+    return result.length === 0 ? undefined : Number(result[0]!.value[1]);
+  };
+}
+
+test('a real Prometheus scraping every second counts exactly the traffic sent: 201s, 404s, 503s of a Redis outage, and up',
+  { skip: hasPrometheus ? false : 'prometheus is not installed (Debian package prometheus)', timeout: 120_000 }, async (t) => {
+    const { service, metricsPort, redis, cert } = await startWithMetrics(t);
+    const query = await startPrometheus(t, `127.0.0.1:${metricsPort}`);
+    const settles = async (expression: string, expected: number) => {
+      await waitFor(async () => (await query(expression)) === expected, 30_000, `${expression} == ${expected} in Prometheus`);
+    };
+    await settles('up{job="messages"}', 1);
+    for (let i = 0; i < 5; i += 1) assert.equal((await postMessage(service.port, cert.ca, `scraped ${i}`)).status, 201);
+    for (let i = 0; i < 3; i += 1) assert.equal((await request(service.port, cert.ca, { path: `/messages/${'f'.repeat(63)}${i}` })).status, 404);
+    await settles('messages_redis_up', 1);
+    await redis.stop();
+    for (let i = 0; i < 2; i += 1) assert.equal((await postMessage(service.port, cert.ca, `refused ${i}`)).status, 503);
+    await settles('messages_redis_up', 0);
+    await redis.start();
+    await settles('messages_redis_up', 1);
+    assert.equal((await postMessage(service.port, cert.ca, 'after the outage')).status, 201);
+    await settles('sum(messages_http_requests_total{route="/messages",method="POST",status_class="2xx"})', 6);
+    await settles('sum(messages_http_requests_total{route="/messages/:param",method="GET",status_class="4xx"})', 3);
+    await settles('sum(messages_http_requests_total{route="/messages",method="POST",status_class="5xx"})', 2);
+    await settles('sum(messages_redis_commands_total{command="SET",outcome="unavailable"})', 2);
+    await settles('min_over_time(messages_redis_up[5m])', 0);
+    await settles('up{job="messages"}', 1);
+  });

@@ -1,0 +1,67 @@
+// GET /metrics on a plain-HTTP listener of its own, off the API's port, and with workers the primary's view of them:
+// each worker sends its snapshot every second; what an exited worker counted is kept, so no counter goes backwards.
+import http from 'node:http';
+import type { Worker } from 'node:cluster';
+import type { Registry, Snapshot } from './metrics.ts';
+
+interface SnapshotMessage { type: 'messages:metrics'; snapshot: Snapshot }
+
+const isSnapshot = (value: unknown): value is SnapshotMessage =>
+  typeof value === 'object' && value !== null && (value as { type?: unknown }).type === 'messages:metrics';
+
+// Answers GET /metrics with `render()` and anything else with 404; it never touches the API or Redis.
+export function serveMetrics(bind: string, port: number, render: () => string): Promise<http.Server> {
+  const server = http.createServer((req, res) => {
+    const found = req.method === 'GET' && (req.url === '/metrics' || req.url?.startsWith('/metrics?') === true);
+    const body = found ? render() : 'Not found: this port serves GET /metrics only\n';
+    res.writeHead(found ? 200 : 404, {
+      'Content-Type': found ? 'text/plain; version=0.0.4; charset=utf-8' : 'text/plain; charset=utf-8',
+      'Content-Length': Buffer.byteLength(body),
+    });
+    res.end(body);
+  });
+  // A scraper that stalls must not hold a socket: Prometheus asks again on its next interval anyway.
+  server.requestTimeout = 10_000;
+  server.headersTimeout = 10_000;
+  return new Promise((resolve, reject) => {
+    const failed = (err: Error) => reject(new Error(`metrics listener on ${bind}:${port} (MESSAGES_METRICS_BIND, ` +
+      `MESSAGES_METRICS_PORT; 0 turns it off): ${err.message}`));
+    server.once('error', failed);
+    server.listen(port, bind, () => {
+      server.off('error', failed);
+      resolve(server);
+    });
+  });
+}
+
+// A worker's side: its snapshot goes to the primary every second, and once more when it stops.
+export function sendSnapshots(registry: Registry, send: (message: SnapshotMessage) => void): { stop(): void } {
+  const push = () => send({ type: 'messages:metrics', snapshot: registry.snapshot() });
+  const timer = setInterval(push, 1000);
+  timer.unref();
+  return {
+    stop() {
+      clearInterval(timer);
+      push();
+    },
+  };
+}
+
+// The primary's side: the latest snapshot of each worker, and the counters of the ones that exited.
+export function collectSnapshots(registry: Registry) {
+  const latest = new Map<Worker, Snapshot>();
+  let retired: Snapshot = {};
+  return {
+    watch(worker: Worker): void {
+      worker.on('message', (message: unknown) => {
+        if (isSnapshot(message)) latest.set(worker, message.snapshot);
+      });
+      worker.once('exit', () => {
+        const last = latest.get(worker);
+        if (last !== undefined) retired = registry.merge([retired, registry.lasting(last)]);
+        latest.delete(worker);
+      });
+    },
+    snapshots: (): Snapshot[] => [...latest.values(), retired],
+  };
+}
