@@ -1,13 +1,15 @@
 # The messages service: node runs server.ts itself (signals reach it) as the unprivileged daemon user.
 # Adapt through MESSAGES_* environment variables (README "Configuration"); run as another user with --user / user:.
-FROM node:20-bookworm-slim
+# Node 24 LTS on Debian 13 (trixie): Debian's security support for 13 outlasts Node 24's (April 2028); 12's has ended.
+FROM node:24-trixie-slim
 
 # openssl: on first start the service generates its localhost certificate with it; the slim image lacks it.
 RUN apt-get update && apt-get install -y --no-install-recommends openssl && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /opt/messages
 COPY package.json package-lock.json ./
-RUN npm ci --omit=dev && npm cache clean --force
+# npm's cache goes to a directory removed in the same step: nothing of it stays in the image (no `cache clean --force`).
+RUN npm ci --omit=dev --no-audit --no-fund --no-update-notifier --cache /tmp/npm-cache && rm -rf /tmp/npm-cache
 COPY tsconfig.json server.ts ./
 COPY lib ./lib
 # The code stays root-owned and read-only to the service; it writes only certs/ (a generated cert) and logs/.

@@ -1,7 +1,7 @@
 #!/bin/sh
 # Installs this clone as a systemd service on a Debian/Ubuntu VM, or removes it with --uninstall; safe to run again.
-# Needs root, node >= 20 at /usr/bin/node with npm, and openssl; Redis is separate (apt-get install redis-server).
-# What it does and why: README "Deploy with systemd" and systemd/README.md.
+# Needs root, node >= 20 at /usr/local/bin/node or /usr/bin/node with npm, and openssl; Redis is separate
+# (apt-get install redis-server). What it does and why: README "Deploy with systemd" and systemd/README.md.
 set -eu
 umask 022
 
@@ -32,10 +32,19 @@ if [ "${1:-}" = --uninstall ]; then
 fi
 [ $# -eq 0 ] || die "unknown argument: $1 (usage: $0 [--uninstall])"
 
-[ -x /usr/bin/node ] || die "/usr/bin/node is missing: install Node.js 20 (NodeSource's nodejs package)"
-major=$(/usr/bin/node -p 'process.versions.node.split(".")[0]')
-[ "$major" -ge 20 ] || die "/usr/bin/node is version $major; the service needs 20 or later"
-command -v npm >/dev/null || die "npm is missing (it comes with NodeSource's nodejs package)"
+# The node the unit runs: ExecStart=node resolves through systemd's search path, /usr/local/bin before /usr/bin.
+node=
+for candidate in /usr/local/bin/node /usr/bin/node; do
+  if [ -x "$candidate" ]; then
+    node=$candidate
+    break
+  fi
+done
+[ -n "$node" ] || die "no node at /usr/local/bin/node or /usr/bin/node: install Node.js 24 LTS (nodejs.org or NodeSource)"
+major=$("$node" -p 'process.versions.node.split(".")[0]')
+[ "$major" -ge 20 ] || die "$node is version $major; the service needs 20 or later"
+PATH=$(dirname "$node"):$PATH # npm ci and its scripts use the same node
+command -v npm >/dev/null || die "npm is missing (it comes with an upstream build and NodeSource's nodejs package)"
 command -v openssl >/dev/null || die "openssl is missing: apt-get install openssl"
 
 if ! getent passwd messages >/dev/null; then
@@ -55,7 +64,7 @@ say "installed the app in $app"
 
 # Generated as messages, so the key (mode 0600) is readable by the service and nobody else.
 if [ ! -e "$app/certs/localhost.crt" ] || [ ! -e "$app/certs/localhost.key" ]; then
-  (cd "$app" && runuser -u messages -- /usr/bin/node --require tsx/cjs lib/certs.ts)
+  (cd "$app" && runuser -u messages -- "$node" --require tsx/cjs lib/certs.ts)
 fi
 
 # Settings are the admin's: written once as commented templates, never overwritten.

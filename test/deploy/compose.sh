@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Boots docker-compose.yml, unchanged, from a fresh copy of this tree owned by an ordinary user, with podman-compose
-# and with docker-compose (against podman's Docker API), and proves: the image builds from the Dockerfile with its
-# HEALTHCHECK; a cert is generated into the host's certs/; the smoke checker passes through the published port
-# (127.0.0.1 only); docker-compose waits for Redis to be healthy, podman-compose does not and the app copes; both log
-# files appear in the host's logs/; a message survives `down` and `up` (Redis volume);
-# a killed node process is restarted; the cron watchdog restarts a frozen app; `down -v` removes the volume.
+# and with docker-compose (against podman's Docker API), and proves: the image builds from the Dockerfile on Node 24
+# without an npm warning, with its HEALTHCHECK; a cert is generated into the host's certs/; the smoke checker passes
+# through the published port (127.0.0.1 only); docker-compose waits for Redis (Valkey 8.1) to be healthy,
+# podman-compose does not and the app copes; both log files appear in the host's logs/; a message survives `down` and
+# `up` (Redis volume); a killed node process is restarted; the cron watchdog restarts a frozen app; `down -v` removes
+# the volume. Then, once: the README's other Redis (MESSAGES_REDIS_IMAGE=redis:8) serves.
 source "$(dirname "$0")/common.sh"
 
 tools=${MESSAGES_COMPOSE_TOOLS:-podman-compose docker-compose}
@@ -87,11 +88,19 @@ up() {
 }
 
 healthz() { curl -sf --max-time 5 --cacert "$cert" "$url/healthz"; }
+# redis_server: what answers as redis, from its INFO (Valkey reports valkey_version beside redis_version).
+redis_server() {
+  podman exec "$(container redis)" redis-cli INFO server | tr -d '\r' |
+    awk -F: '$1 == "redis_version" { redis = $2 } $1 == "valkey_version" { valkey = $2 }
+      END { if (valkey != "") print "valkey " valkey; else print "redis " redis }'
+}
+# The program a host pid runs (Node 24 names its main thread MainThread, so not /proc/PID/comm).
+program() { basename "$(tr '\0' '\n' <"/proc/$1/cmdline" | head -n 1)"; }
 # The host pid of the app's node: the child of the container's init (init: true).
 node_pid() {
   local init
   init=$(podman inspect -f '{{.State.Pid}}' "$(container app)")
-  [[ $(cat "/proc/$init/comm") != node ]] || fail "$tool: node runs as the container's PID 1: init: true was ignored"
+  [[ $(program "$init") != node ]] || fail "$tool: node runs as the container's PID 1: init: true was ignored"
   local children
   read -r children _ <"/proc/$init/task/$init/children"
   echo "$children"
@@ -117,6 +126,12 @@ scenario() {
   # --build: an image left by an earlier run must not stand in for this tree.
   local previous
   previous=$(podman image inspect -f '{{.Id}}' "${project}_app" 2>/dev/null || true)
+  # Every step of the build runs once here (no layer cache), so that its output shows what npm says.
+  timeout 300 "$tool" -p "$project" -f "$clone/docker-compose.yml" build --no-cache app >"$work/build.log" 2>&1 ||
+    { tail -n 30 "$work/build.log"; fail "$tool build"; }
+  grep -Eq 'added [0-9]+ packages' "$work/build.log" || { cat "$work/build.log"; fail "$tool: no npm ci in the build output"; }
+  ! grep -i 'npm warn' "$work/build.log" || fail "$tool: the image build printed an npm warning"
+  echo "ok: the image builds on $(podman run --rm --user daemon --entrypoint node "${project}_app" --version) without an npm warning"
   up --build
   wait_for 60 "$tool: certificate generated on the host in certs/" test -s "$cert"
   wait_serving "first start"
@@ -125,6 +140,8 @@ scenario() {
   app=$(container app)
   podman healthcheck run "$app" >/dev/null || fail "$tool: the image's HEALTHCHECK does not pass"
   echo "ok: the image's HEALTHCHECK on /healthz passes"
+  [[ $(redis_server) == "valkey 8.1."* ]] || fail "$tool: the bundled Redis is $(redis_server), not Valkey 8.1"
+  echo "ok: the bundled Redis is $(redis_server)"
   [[ $(stat -c %u "$clone/certs") == 1000 && $(stat -c %u "$clone/logs") == 1000 ]] ||
     fail "$tool: certs/ or logs/ changed owner"
   echo "ok: certs/ and logs/ still belong to the clone's owner: $(stat -c '%U:%G %A' "$clone/logs")"
@@ -158,7 +175,7 @@ scenario() {
 
   local old_pid
   old_pid=$(node_pid)
-  [[ $(cat "/proc/$old_pid/comm") == node ]] || fail "$tool: pid $old_pid is $(cat "/proc/$old_pid/comm"), not node"
+  [[ $(program "$old_pid") == node ]] || fail "$tool: pid $old_pid is $(program "$old_pid"), not node"
   kill -KILL "$old_pid"
   echo "killed node (host pid $old_pid) with SIGKILL"
   wait_for 60 "$tool: container restarted by restart: unless-stopped" \
@@ -200,6 +217,19 @@ scenario() {
   chmod 0755 "$clone/certs" "$clone/logs"
 }
 
+# Once, with the last tool: the README's other Redis.
+once() {
+  step "$tool: MESSAGES_REDIS_IMAGE=redis:8"
+  export MESSAGES_REDIS_IMAGE=redis:8
+  up
+  wait_serving "with MESSAGES_REDIS_IMAGE=redis:8"
+  [[ $(redis_server) == "redis 8.0."* ]] || fail "$tool: MESSAGES_REDIS_IMAGE=redis:8 runs $(redis_server)"
+  echo "ok: the bundled Redis is now $(redis_server)"
+  compose down -v >"$work/down.log" 2>&1 || { cat "$work/down.log"; fail "$tool down -v"; }
+  teardown
+  unset MESSAGES_REDIS_IMAGE
+}
+
 for tool in $tools; do
   case $tool in
     podman-compose)
@@ -218,4 +248,5 @@ for tool in $tools; do
   esac
   scenario
 done
+once
 echo "compose: all checks passed (${tools// /, })"
