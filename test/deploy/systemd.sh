@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Boots a stand-in VM in a container, systemd as PID 1: Debian 12 with its redis-server (7.0), its nodejs (18) at
-# /usr/bin/node and an upstream Node 24 in /usr/local. It installs a fresh copy of this tree with systemd/install.sh
-# and proves: the service runs the node in /usr/local; `systemd-analyze verify` is silent and the security score is
-# <= 1.0; the service is active, sandboxed and passes the smoke check; install.sh is idempotent; kill -9 of the main
-# PID is restarted; `systemctl reload` swaps the cert without a restart; logrotate with systemd/messages.logrotate
-# moves the logs aside and the same process writes new ones; a frozen (SIGSTOP) service is restarted by the watchdog
-# timer within two minutes, with the reason in the journal; --uninstall removes it all.
+# Boots two stand-in VMs in containers, systemd as PID 1: Debian 12 with its redis-server (7.0), its nodejs (18) at
+# /usr/bin/node and an upstream Node 24 in /usr/local; Debian 13 with its valkey-server (8.1) and its own nodejs
+# (20.19) and npm. On each it installs a fresh copy of this tree with systemd/install.sh and proves: the service runs
+# the node install.sh found; `systemd-analyze verify` is silent and the security score is <= 1.0; the service is
+# active, sandboxed and passes the smoke check; install.sh is idempotent; kill -9 of the main PID is restarted;
+# `systemctl reload` swaps the cert without a restart; logrotate with systemd/messages.logrotate moves the logs aside
+# and the same process writes new ones; a frozen (SIGSTOP) service is restarted by the watchdog timer within two
+# minutes, with the reason in the journal; --uninstall removes it all.
 source "$(dirname "$0")/common.sh"
 
 bash "$deploy_dir/images.sh"
@@ -177,4 +178,5 @@ boot() {
 }
 
 boot debian12 "$vm12_image" redis-server.service
-echo "systemd: all checks passed (Debian 12 with Redis 7.0)"
+boot debian13 "$vm13_image" valkey-server.service
+echo "systemd: all checks passed (Debian 12 with Redis 7.0, Debian 13 with Valkey 8.1)"
