@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Boots docker-compose.yml, unchanged, from a fresh copy of this tree owned by an ordinary user, with podman-compose
 # and with docker-compose (against podman's Docker API), and proves: the image builds from the Dockerfile on Node 24
-# without an npm warning, with its HEALTHCHECK; a cert is generated into the host's certs/; the smoke checker passes
-# through the published port (127.0.0.1 only); docker-compose waits for Redis (Valkey 8.1) to be healthy,
+# without an npm warning; the app reports healthy through the Compose file's healthcheck (podman-compose builds OCI
+# images, which drop the Dockerfile's HEALTHCHECK); a cert is generated into the host's certs/; the smoke checker
+# passes through the published port (127.0.0.1 only); docker-compose waits for Redis (Valkey 8.1) to be healthy,
 # podman-compose does not and the app copes; both log files appear in the host's logs/; a message survives `down` and
 # `up` (Redis volume); a killed node process is restarted; the cron watchdog restarts a frozen app; `down -v` removes
 # the volume. Then, once: the README's other Redis (MESSAGES_REDIS_IMAGE=redis:8) serves.
@@ -88,6 +89,11 @@ up() {
 }
 
 healthz() { curl -sf --max-time 5 --cacert "$cert" "$url/healthz"; }
+# The health the tool reports for app, after running its check once (no systemd here to schedule it).
+app_healthy() {
+  podman healthcheck run "$(container app)" >/dev/null 2>&1
+  [[ $(podman inspect -f '{{.State.Health.Status}}' "$(container app)") == healthy ]]
+}
 # redis_server: what answers as redis, from its INFO (Valkey reports valkey_version beside redis_version).
 redis_server() {
   podman exec "$(container redis)" redis-cli INFO server | tr -d '\r' |
@@ -122,8 +128,8 @@ wait_serving() {
 scenario() {
   step "$tool, project $project"
   teardown
-  export BUILDAH_FORMAT=docker # the OCI format drops HEALTHCHECK
-  # --build: an image left by an earlier run must not stand in for this tree.
+  # --build: an image left by an earlier run must not stand in for this tree. Built as each tool builds for its users:
+  # podman-compose in the OCI format, which drops the Dockerfile's HEALTHCHECK.
   local previous
   previous=$(podman image inspect -f '{{.Id}}' "${project}_app" 2>/dev/null || true)
   # Every step of the build runs once here (no layer cache), so that its output shows what npm says.
@@ -138,8 +144,8 @@ scenario() {
 
   local app
   app=$(container app)
-  podman healthcheck run "$app" >/dev/null || fail "$tool: the image's HEALTHCHECK does not pass"
-  echo "ok: the image's HEALTHCHECK on /healthz passes"
+  wait_for 60 "$tool: app reports healthy through the Compose file's healthcheck (image HEALTHCHECK: \
+$(podman image inspect -f '{{if .Config.Healthcheck}}kept{{else}}dropped{{end}}' "${project}_app"))" app_healthy
   [[ $(redis_server) == "valkey 8.1."* ]] || fail "$tool: the bundled Redis is $(redis_server), not Valkey 8.1"
   echo "ok: the bundled Redis is $(redis_server)"
   [[ $(stat -c %u "$clone/certs") == 1000 && $(stat -c %u "$clone/logs") == 1000 ]] ||
