@@ -2,11 +2,13 @@
 # Boots docker-compose.yml, unchanged, from a fresh copy of this tree owned by an ordinary user, with podman-compose
 # and with docker-compose (against podman's Docker API), and proves: the image builds from the Dockerfile on Node 24
 # without an npm warning; the app reports healthy through the Compose file's healthcheck (podman-compose builds OCI
-# images, which drop the Dockerfile's HEALTHCHECK); a cert is generated into the host's certs/; the smoke checker
-# passes through the published port (127.0.0.1 only); docker-compose waits for Redis (Valkey 8.1) to be healthy,
-# podman-compose does not and the app copes; both log files appear in the host's logs/; a message survives `down` and
-# `up` (Redis volume); a killed node process is restarted; the cron watchdog restarts a frozen app; `down -v` removes
-# the volume. Then, once: the README's other Redis (MESSAGES_REDIS_IMAGE=redis:8) serves.
+# images, which drop the Dockerfile's HEALTHCHECK); every process in it but the init runs as daemon; a cert is
+# generated into the host's certs/; the smoke checker passes through the published port (127.0.0.1 only);
+# docker-compose waits for Redis (Valkey 8.1) to be healthy, podman-compose does not and the app copes; both log files
+# appear in the host's logs/; a message survives `down` and `up` (Redis volume); a killed node process is restarted;
+# the cron watchdog restarts a frozen app; `down -v` removes the volume. Then, once: the README's other Redis
+# (MESSAGES_REDIS_IMAGE=redis:8) serves; a read-only certs/ holding a pair daemon can read serves as daemon; a
+# read-only certs/ without a pair, or with a key daemon cannot read, stops the container with what to do.
 source "$(dirname "$0")/common.sh"
 
 tools=${MESSAGES_COMPOSE_TOOLS:-podman-compose docker-compose}
@@ -94,6 +96,14 @@ app_healthy() {
   podman healthcheck run "$(container app)" >/dev/null 2>&1
   [[ $(podman inspect -f '{{.State.Health.Status}}' "$(container app)") == healthy ]]
 }
+# Every process in the app container but its init (PID 1, init: true) runs as daemon; node is among them.
+runs_as_daemon() {
+  local processes
+  processes=$(podman top "$(container app)" pid user args | tail -n +2)
+  awk '$1 != 1 && $2 != "daemon" { bad = 1 } END { exit bad }' <<<"$processes" && grep -q ' node --require' <<<"$processes" ||
+    { echo "$processes"; fail "$tool: a process in the app container runs as another user than daemon, or node is missing"; }
+  echo "ok: every process in the app container but its init runs as daemon: $(awk '$1 != 1 { print $3 }' <<<"$processes" | xargs -n 1 basename | tr '\n' ' ')"
+}
 # redis_server: what answers as redis, from its INFO (Valkey reports valkey_version beside redis_version).
 redis_server() {
   podman exec "$(container redis)" redis-cli INFO server | tr -d '\r' |
@@ -146,6 +156,7 @@ scenario() {
   app=$(container app)
   wait_for 60 "$tool: app reports healthy through the Compose file's healthcheck (image HEALTHCHECK: \
 $(podman image inspect -f '{{if .Config.Healthcheck}}kept{{else}}dropped{{end}}' "${project}_app"))" app_healthy
+  runs_as_daemon
   [[ $(redis_server) == "valkey 8.1."* ]] || fail "$tool: the bundled Redis is $(redis_server), not Valkey 8.1"
   echo "ok: the bundled Redis is $(redis_server)"
   [[ $(stat -c %u "$clone/certs") == 1000 && $(stat -c %u "$clone/logs") == 1000 ]] ||
@@ -223,7 +234,25 @@ $(podman image inspect -f '{{if .Config.Healthcheck}}kept{{else}}dropped{{end}}'
   chmod 0755 "$clone/certs" "$clone/logs"
 }
 
-# Once, with the last tool: the README's other Redis.
+# app_says TEXT: the app container's output (it may have exited) holds TEXT.
+app_says() {
+  local id
+  id=$(podman ps -aq --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.service=app")
+  [[ -n $id ]] && podman logs "$id" 2>&1 | grep -qF "$1"
+}
+
+# refused WHY TEXT: `up` with the certs/ of this moment; the entrypoint stops the container saying TEXT, node never ran.
+refused() {
+  up
+  wait_for 60 "$tool: $1: the container stops, saying: $2" app_says "entrypoint: $2"
+  [[ ! -e $clone/logs/app.log ]] || fail "$tool: $1: node ran (logs/app.log exists)"
+  echo "ok: node never started (no logs/app.log)"
+  # Not `down`: restart: unless-stopped keeps starting the container, which races the tool's stop and remove.
+  teardown
+}
+
+# Once, with the last tool: the README's other Redis, then certs/ mounted read-only as README "Replace the certificate"
+# suggests for an operator's own pair.
 once() {
   step "$tool: MESSAGES_REDIS_IMAGE=redis:8"
   export MESSAGES_REDIS_IMAGE=redis:8
@@ -234,6 +263,35 @@ once() {
   compose down -v >"$work/down.log" 2>&1 || { cat "$work/down.log"; fail "$tool down -v"; }
   teardown
   unset MESSAGES_REDIS_IMAGE
+  rm -f "$clone"/certs/localhost.* "$clone"/logs/*.log*
+
+  step "$tool: certs/ mounted read-only"
+  sed -i 's|- ./certs:/opt/messages/certs$|- ./certs:/opt/messages/certs:ro|' "$clone/docker-compose.yml"
+  grep -q -- '- ./certs:/opt/messages/certs:ro$' "$clone/docker-compose.yml" || fail "could not make certs/ read-only"
+  chown 1000:1000 "$clone/certs"
+  chmod 0755 "$clone/certs"
+  local pair=("$clone/certs/localhost.crt" "$clone/certs/localhost.key") before
+  (cd "$app_root" && MESSAGES_CERT_FILE=${pair[0]} MESSAGES_KEY_FILE=${pair[1]} node --require tsx/cjs lib/certs.ts) >/dev/null
+  chown 1000:1000 "${pair[@]}"
+  chown 1 "${pair[1]}" # README: make the key readable by uid 1
+  before=$(stat -c '%u:%g %a' "$clone/certs")
+  up
+  wait_serving "certs/ read-only, holding a pair daemon can read"
+  runs_as_daemon
+  [[ $(stat -c '%u:%g %a' "$clone/certs") == "$before" ]] || fail "$tool: certs/ changed: $before -> $(stat -c '%u:%g %a' "$clone/certs")"
+  ! app_says 'entrypoint:' || fail "$tool: the entrypoint complained about a valid setup"
+  echo "ok: certs/ untouched ($before); logs/ on the host: $(ls "$clone/logs" | tr '\n' ' ')"
+  compose down -v >"$work/down.log" 2>&1 || { cat "$work/down.log"; fail "$tool down -v"; }
+  teardown
+  rm -f "$clone"/logs/*.log*
+
+  chown 1000 "${pair[1]}"
+  refused "a read-only certs/ with a key daemon cannot read" \
+    "certs/localhost.key is not readable by daemon (uid 1), the service's user."
+  rm -f "${pair[@]}"
+  refused "a read-only certs/ without a pair" \
+    "/opt/messages/certs holds no certificate and key (certs/localhost.crt, certs/localhost.key) and daemon (uid 1) cannot"
+  sed -i 's|- ./certs:/opt/messages/certs:ro$|- ./certs:/opt/messages/certs|' "$clone/docker-compose.yml"
 }
 
 for tool in $tools; do
