@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs this clone as a systemd service on a Debian/Ubuntu VM, or removes it with --uninstall; safe to run again.
-# Needs root, node >= 20 at /usr/local/bin/node or /usr/bin/node with npm, and openssl; Redis is separate
-# (apt-get install redis-server). What it does and why: README "Deploy with systemd" and systemd/README.md.
+# Needs root, a Node.js that package.json's engines accepts at /usr/local/bin/node or /usr/bin/node, with npm, and
+# openssl; Redis is separate (apt-get install redis-server or valkey-server). What it does and why: README "Deploy
+# with systemd" and systemd/README.md.
 set -eu
 umask 022
 
@@ -33,6 +34,8 @@ fi
 [ $# -eq 0 ] || die "unknown argument: $1 (usage: $0 [--uninstall])"
 
 # The node the unit runs: ExecStart=node resolves through systemd's search path, /usr/local/bin before /usr/bin.
+install_node="install Node.js 24 LTS (an upstream build from nodejs.org in /usr/local, or NodeSource's nodejs \
+package), or on Debian 13 Debian's own: apt-get install nodejs npm"
 node=
 for candidate in /usr/local/bin/node /usr/bin/node; do
   if [ -x "$candidate" ]; then
@@ -40,11 +43,26 @@ for candidate in /usr/local/bin/node /usr/bin/node; do
     break
   fi
 done
-[ -n "$node" ] || die "no node at /usr/local/bin/node or /usr/bin/node: install Node.js 24 LTS (nodejs.org or NodeSource)"
-major=$("$node" -p 'process.versions.node.split(".")[0]')
-[ "$major" -ge 20 ] || die "$node is version $major; the service needs 20 or later"
+[ -n "$node" ] || die "no node at /usr/local/bin/node or /usr/bin/node: $install_node"
+# engines is "^20.19.0 || ^24.22.0 || ...": older than its lowest version is refused, a line it does not name is warned.
+verdict=$("$node" -e '
+  var want = require(process.argv[1]).engines.node.split("||").map(function (range) {
+    return range.trim().replace(/^\^/, "").split(".").map(Number);
+  });
+  var have = process.versions.node.split(".").map(Number);
+  function below(a, b) { return a[0] !== b[0] ? a[0] < b[0] : a[1] !== b[1] ? a[1] < b[1] : a[2] < b[2]; }
+  var lowest = want.reduce(function (a, b) { return below(b, a) ? b : a; });
+  var line = want.filter(function (v) { return v[0] === have[0]; })[0];
+  console.log(below(have, lowest) || (line && below(have, line)) ? "old" : line ? "ok" : "untested");
+' "$src/package.json") || die "$node does not run: $install_node"
+engines=$(sed -n 's/^ *"node": "\(.*\)".*/\1/p' "$src/package.json")
+version=$("$node" --version)
+case $verdict in
+  old) die "$node is $version, older than this service supports (package.json engines: $engines): $install_node" ;;
+  untested) say "warning: $node is $version, a line the tests do not cover (package.json engines: $engines)" ;;
+esac
 PATH=$(dirname "$node"):$PATH # npm ci and its scripts use the same node
-command -v npm >/dev/null || die "npm is missing (it comes with an upstream build and NodeSource's nodejs package)"
+command -v npm >/dev/null || die "npm is missing: it comes with an upstream build and NodeSource's package; Debian's is apt-get install npm"
 command -v openssl >/dev/null || die "openssl is missing: apt-get install openssl"
 
 if ! getent passwd messages >/dev/null; then

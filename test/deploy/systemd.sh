@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # Boots two stand-in VMs in containers, systemd as PID 1: Debian 12 with its redis-server (7.0), its nodejs (18) at
 # /usr/bin/node and an upstream Node 24 in /usr/local; Debian 13 with its valkey-server (8.1) and its own nodejs
-# (20.19) and npm. On each it installs a fresh copy of this tree with systemd/install.sh and proves: the service runs
-# the node install.sh found; `systemd-analyze verify` is silent and the security score is <= 1.0; the service is
-# active, sandboxed and passes the smoke check; install.sh is idempotent; kill -9 of the main PID is restarted;
-# `systemctl reload` swaps the cert without a restart; logrotate with systemd/messages.logrotate moves the logs aside
-# and the same process writes new ones; a frozen (SIGSTOP) service is restarted by the watchdog timer within two
-# minutes, with the reason in the journal; --uninstall removes it all.
+# (20.19) and npm. On each it installs a fresh copy of this tree with systemd/install.sh and proves: install.sh refuses
+# a node older than engines (Debian 12's 18), saying what to install; `systemd-analyze verify` is silent and the
+# security score is <= 1.0; the service is active, sandboxed and passes the smoke check; install.sh is idempotent;
+# kill -9 of the main PID is restarted; `systemctl reload` swaps the cert without a restart; logrotate with
+# systemd/messages.logrotate moves the logs aside and the same process writes new ones; a frozen (SIGSTOP) service is
+# restarted by the watchdog timer within two minutes, with the reason in the journal; --uninstall removes it all.
 source "$(dirname "$0")/common.sh"
 
 bash "$deploy_dir/images.sh"
@@ -45,7 +45,7 @@ system_up() { [[ $(in_vm systemctl is-system-running) =~ ^(running|degraded)$ ]]
 # boot NAME IMAGE REDIS_UNIT: the whole sequence on one stand-in VM.
 boot() {
   vm=msgdeploy-systemd-$1
-  local image=$2 redis_unit=$3 pid exe
+  local image=$2 redis_unit=$3 output pid exe
   step "$1: boot the VM"
   podman rm -f -t 0 "$vm" >/dev/null 2>&1 || true
   podman run -d --name "$vm" --systemd=always --privileged "$image" >/dev/null
@@ -53,6 +53,21 @@ boot() {
   wait_for 30 "Debian's $redis_unit is active" in_vm systemctl is-active "$redis_unit"
   podman cp "$work/messages" "$vm:/root/messages"
   echo "ok: $(in_vm sh -c '. /etc/os-release && echo "$PRETTY_NAME"'), $(in_vm sh -c 'redis-server --version 2>/dev/null || valkey-server --version' | cut -d' ' -f1-3)"
+
+  # Debian 12's own nodejs is 18: with nothing newer in /usr/local, install.sh must stop before changing anything.
+  if [[ $(in_vm /usr/bin/node --version) == v18.* ]]; then
+    step "$1: a node older than engines"
+    in_vm mv /usr/local/bin/node /usr/local/bin/node.aside
+    if output=$(in_vm /root/messages/systemd/install.sh 2>&1); then
+      fail "install.sh accepted $(in_vm /usr/bin/node --version)"
+    fi
+    echo "$output" | sed 's/^/   /'
+    [[ $output == *"/usr/bin/node is v18."*"older than this service supports (package.json engines: "* &&
+      $output == *"install Node.js 24 LTS"* ]] || fail "install.sh did not say why and what to install"
+    ! in_vm getent passwd messages >/dev/null && ! in_vm test -e /opt/messages || fail "install.sh changed the VM"
+    in_vm mv /usr/local/bin/node.aside /usr/local/bin/node
+    echo "ok: install.sh refuses Debian 12's node 18, says what to install, and changes nothing"
+  fi
 
   step "$1: install"
   in_vm /root/messages/systemd/install.sh
