@@ -1,8 +1,8 @@
 #!/bin/sh
 # Installs this clone as a systemd service on a Debian/Ubuntu VM, or removes it with --uninstall; safe to run again.
 # Needs root, a Node.js that package.json's engines accepts at /usr/local/bin/node or /usr/bin/node, with npm, and
-# openssl; Redis is separate (apt-get install redis-server or valkey-server). What it does and why: README "Deploy
-# with systemd" and systemd/README.md.
+# openssl; Redis is separate (apt-get install redis-server or valkey-server). Succeeds only once the service passes
+# the smoke check. What it does and why: README "Deploy with systemd" and systemd/README.md.
 set -eu
 umask 022
 
@@ -114,7 +114,38 @@ for unit in $units; do
 done
 systemctl daemon-reload
 systemctl enable messages.service messages-watchdog.timer
-# restart, not start: a second run must serve the code it just installed.
+# reset-failed: a run after fixing a crash loop must not be refused by the start limit it ended in. restart, not
+# start: a second run must serve the code it just installed.
+systemctl reset-failed messages.service 2>/dev/null || true
 systemctl restart messages.service
+
+# setting FILE NAME DEFAULT: the last NAME= line of an environment file, as systemd reads it, without quotes.
+setting() {
+  value=$(sed -n "s/^$2=//p" "$1" | tail -n 1)
+  value=${value#\"}
+  value=${value%\"}
+  echo "${value:-$3}"
+}
+port=$(setting "$conf/messages.env" MESSAGES_PORT 5000)
+cert=$(setting "$conf/messages.env" MESSAGES_CERT_FILE certs/localhost.crt)
+domain=$(setting "$conf/watchdog.env" MESSAGES_WATCHDOG_DOMAIN localhost)
+check() {
+  (cd "$app" && runuser -u messages -- timeout -k 5 15 "$node" --require tsx/cjs lib/check.ts -d "$domain" -p "$port" -c "$cert") 2>&1
+}
+# Success only once the service passes the smoke check, against the port and certificate it uses: a start takes a
+# second or two; a crash loop ends in failed (the unit's start limit) well within the 60 s.
+deadline=$(($(date +%s) + 60))
+until output=$(check); do
+  if systemctl is-failed --quiet messages.service || [ "$(date +%s)" -ge "$deadline" ]; then
+    echo "$output" | tail -n 5 >&2
+    echo "install.sh: messages.service does not pass the smoke check ($(systemctl is-active messages.service)); \
+its last journal lines:" >&2
+    journalctl -u messages.service -n 20 --no-pager >&2
+    exit 1
+  fi
+  sleep 1
+done
+# The watchdog only watches a service that has passed once: it could not mend a failed install, only restart it.
 systemctl start messages-watchdog.timer
-say "messages.service is $(systemctl is-active messages.service); the watchdog timer is $(systemctl is-active messages-watchdog.timer)"
+say "messages.service is $(systemctl is-active messages.service) and passes the smoke check on port $port; \
+the watchdog timer is $(systemctl is-active messages-watchdog.timer)"

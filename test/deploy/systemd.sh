@@ -5,7 +5,8 @@
 # a node older than engines (Debian 12's 18), saying what to install; `systemd-analyze verify` is silent and the
 # security score is <= 1.0; the service is active, sandboxed and passes the smoke check; install.sh is idempotent;
 # kill -9 of the main PID is restarted; `systemctl reload` swaps the cert without a restart; logrotate with
-# systemd/messages.logrotate moves the logs aside and the same process writes new ones; a frozen (SIGSTOP) service is
+# systemd/messages.logrotate moves the logs aside and the same process writes new ones; a service that cannot start
+# makes install.sh exit 1 with its journal lines, and its crash loop ends in failed; a frozen (SIGSTOP) service is
 # restarted by the watchdog timer within two minutes, with the reason in the journal; --uninstall removes it all.
 source "$(dirname "$0")/common.sh"
 
@@ -45,7 +46,7 @@ system_up() { [[ $(in_vm systemctl is-system-running) =~ ^(running|degraded)$ ]]
 # boot NAME IMAGE REDIS_UNIT: the whole sequence on one stand-in VM.
 boot() {
   vm=msgdeploy-systemd-$1
-  local image=$2 redis_unit=$3 output pid exe
+  local image=$2 redis_unit=$3 output started pid exe
   step "$1: boot the VM"
   podman rm -f -t 0 "$vm" >/dev/null 2>&1 || true
   podman run -d --name "$vm" --systemd=always --privileged "$image" >/dev/null
@@ -145,6 +146,30 @@ boot() {
   [[ $(main_pid) == "$pid" ]] || fail "logrotate restarted the service"
   echo "ok: logrotate moved the logs aside and its reload made the same process (pid $pid) write to new ones:"
   in_vm ls /opt/messages/logs | sed 's/^/   /'
+
+  step "$1: a service that cannot start"
+  in_vm sh -c 'echo MESSAGES_CERT_FILE=/nonexistent.crt >>/etc/messages/messages.env'
+  started=$SECONDS
+  if output=$(in_vm /root/messages/systemd/install.sh 2>&1); then
+    echo "$output"
+    fail "install.sh reported success for a service that cannot start"
+  fi
+  echo "$output" | grep -v '^install.sh: \(installed\|created\|wrote\)' | tail -n 12 | sed 's/^/   /'
+  [[ $output == *"messages.service does not pass the smoke check"* ]] || fail "install.sh did not say the check failed"
+  [[ $output == *'The file named by "MESSAGES_CERT_FILE" does not exist'* ]] ||
+    fail "install.sh did not print the journal line that says why"
+  [[ $(in_vm systemctl is-active messages-watchdog.timer) != active ]] || fail "install.sh started the watchdog timer"
+  echo "ok: install.sh exits 1 after $((SECONDS - started))s with the service's last journal lines, timer not started"
+  wait_for 60 "the crash loop ends in failed" in_vm systemctl is-failed --quiet messages.service
+  in_vm journalctl -u messages.service --no-pager -o cat | grep -q 'Start request repeated too quickly' ||
+    fail "messages.service failed, but not by its start limit"
+  in_vm systemctl --failed --no-legend --plain | grep -q '^messages.service ' || fail "systemctl --failed does not list it"
+  echo "ok: after $(in_vm systemctl show -p NRestarts --value messages.service) restarts the start limit stopped the \
+loop: messages.service is failed, and systemctl --failed lists it"
+  in_vm sed -i '/^MESSAGES_CERT_FILE=\/nonexistent.crt$/d' /etc/messages/messages.env
+  in_vm /root/messages/systemd/install.sh >/dev/null
+  in_vm systemctl stop messages-watchdog.timer messages-watchdog.service
+  check_passes "after fixing the setting, install.sh starts it again"
 
   step "$1: watchdog"
   # The test shortens the period with a drop-in and the checker's timeout; the notify command writes a file.
