@@ -24,9 +24,14 @@ podman images -aq --no-trunc | sort -u >"$work/images-before"
 
 teardown() {
   [[ -n $project ]] || return 0
-  local ids
-  mapfile -t ids < <(podman ps -aq --filter "label=com.docker.compose.project=$project")
-  ((${#ids[@]} == 0)) || podman rm -f "${ids[@]}" >/dev/null
+  local ids attempt
+  # A container that restart: unless-stopped keeps restarting can slip between podman's kill and remove: try again.
+  for attempt in 1 2 3 4 5 6; do
+    mapfile -t ids < <(podman ps -aq --filter "label=com.docker.compose.project=$project")
+    ((${#ids[@]} > 0)) || break
+    ((attempt < 6)) || fail "could not remove the containers of $project: ${ids[*]}"
+    podman rm -f "${ids[@]}" >/dev/null 2>&1 || sleep 1
+  done
   podman volume rm -f "${project}_redis-data" >/dev/null 2>&1 || true
   podman network rm -f "${project}_default" >/dev/null 2>&1 || true
 }
