@@ -1,7 +1,8 @@
 #!/bin/sh
 # Installs this clone as a systemd service on a Debian/Ubuntu VM, or removes it with --uninstall; safe to run again.
-# Needs root, node >= 20 at /usr/bin/node with npm, and openssl; Redis is separate (apt-get install redis-server).
-# What it does and why: README "Deploy with systemd" and systemd/README.md.
+# Needs root, a Node.js that package.json's engines accepts at /usr/local/bin/node or /usr/bin/node, with npm, and
+# openssl; Redis is separate (apt-get install redis-server or valkey-server). Succeeds only once the service passes
+# the smoke check. What it does and why: README "Deploy with systemd" and systemd/README.md.
 set -eu
 umask 022
 
@@ -32,10 +33,36 @@ if [ "${1:-}" = --uninstall ]; then
 fi
 [ $# -eq 0 ] || die "unknown argument: $1 (usage: $0 [--uninstall])"
 
-[ -x /usr/bin/node ] || die "/usr/bin/node is missing: install Node.js 20 (NodeSource's nodejs package)"
-major=$(/usr/bin/node -p 'process.versions.node.split(".")[0]')
-[ "$major" -ge 20 ] || die "/usr/bin/node is version $major; the service needs 20 or later"
-command -v npm >/dev/null || die "npm is missing (it comes with NodeSource's nodejs package)"
+# The node the unit runs: ExecStart=node resolves through systemd's search path, /usr/local/bin before /usr/bin.
+install_node="install Node.js 24 LTS (an upstream build from nodejs.org in /usr/local, or NodeSource's nodejs \
+package), or on Debian 13 Debian's own: apt-get install nodejs npm"
+node=
+for candidate in /usr/local/bin/node /usr/bin/node; do
+  if [ -x "$candidate" ]; then
+    node=$candidate
+    break
+  fi
+done
+[ -n "$node" ] || die "no node at /usr/local/bin/node or /usr/bin/node: $install_node"
+# engines is "^20.19.0 || ^24.22.0 || ...": older than its lowest version is refused, a line it does not name is warned.
+verdict=$("$node" -e '
+  var want = require(process.argv[1]).engines.node.split("||").map(function (range) {
+    return range.trim().replace(/^\^/, "").split(".").map(Number);
+  });
+  var have = process.versions.node.split(".").map(Number);
+  function below(a, b) { return a[0] !== b[0] ? a[0] < b[0] : a[1] !== b[1] ? a[1] < b[1] : a[2] < b[2]; }
+  var lowest = want.reduce(function (a, b) { return below(b, a) ? b : a; });
+  var line = want.filter(function (v) { return v[0] === have[0]; })[0];
+  console.log(below(have, lowest) || (line && below(have, line)) ? "old" : line ? "ok" : "untested");
+' "$src/package.json") || die "$node does not run: $install_node"
+engines=$(sed -n 's/^ *"node": "\(.*\)".*/\1/p' "$src/package.json")
+version=$("$node" --version)
+case $verdict in
+  old) die "$node is $version, older than this service supports (package.json engines: $engines): $install_node" ;;
+  untested) say "warning: $node is $version, a line the tests do not cover (package.json engines: $engines)" ;;
+esac
+PATH=$(dirname "$node"):$PATH # npm ci and its scripts use the same node
+command -v npm >/dev/null || die "npm is missing: it comes with an upstream build and NodeSource's package; Debian's is apt-get install npm"
 command -v openssl >/dev/null || die "openssl is missing: apt-get install openssl"
 
 if ! getent passwd messages >/dev/null; then
@@ -55,7 +82,7 @@ say "installed the app in $app"
 
 # Generated as messages, so the key (mode 0600) is readable by the service and nobody else.
 if [ ! -e "$app/certs/localhost.crt" ] || [ ! -e "$app/certs/localhost.key" ]; then
-  (cd "$app" && runuser -u messages -- /usr/bin/node --require tsx/cjs lib/certs.ts)
+  (cd "$app" && runuser -u messages -- "$node" --require tsx/cjs lib/certs.ts)
 fi
 
 # Settings are the admin's: written once as commented templates, never overwritten.
@@ -87,7 +114,38 @@ for unit in $units; do
 done
 systemctl daemon-reload
 systemctl enable messages.service messages-watchdog.timer
-# restart, not start: a second run must serve the code it just installed.
+# reset-failed: a run after fixing a crash loop must not be refused by the start limit it ended in. restart, not
+# start: a second run must serve the code it just installed.
+systemctl reset-failed messages.service 2>/dev/null || true
 systemctl restart messages.service
+
+# setting FILE NAME DEFAULT: the last NAME= line of an environment file, as systemd reads it, without quotes.
+setting() {
+  value=$(sed -n "s/^$2=//p" "$1" | tail -n 1)
+  value=${value#\"}
+  value=${value%\"}
+  echo "${value:-$3}"
+}
+port=$(setting "$conf/messages.env" MESSAGES_PORT 5000)
+cert=$(setting "$conf/messages.env" MESSAGES_CERT_FILE certs/localhost.crt)
+domain=$(setting "$conf/watchdog.env" MESSAGES_WATCHDOG_DOMAIN localhost)
+check() {
+  (cd "$app" && runuser -u messages -- timeout -k 5 15 "$node" --require tsx/cjs lib/check.ts -d "$domain" -p "$port" -c "$cert") 2>&1
+}
+# Success only once the service passes the smoke check, against the port and certificate it uses: a start takes a
+# second or two; a crash loop ends in failed (the unit's start limit) well within the 60 s.
+deadline=$(($(date +%s) + 60))
+until output=$(check); do
+  if systemctl is-failed --quiet messages.service || [ "$(date +%s)" -ge "$deadline" ]; then
+    echo "$output" | tail -n 5 >&2
+    echo "install.sh: messages.service does not pass the smoke check ($(systemctl is-active messages.service)); \
+its last journal lines:" >&2
+    journalctl -u messages.service -n 20 --no-pager >&2
+    exit 1
+  fi
+  sleep 1
+done
+# The watchdog only watches a service that has passed once: it could not mend a failed install, only restart it.
 systemctl start messages-watchdog.timer
-say "messages.service is $(systemctl is-active messages.service); the watchdog timer is $(systemctl is-active messages-watchdog.timer)"
+say "messages.service is $(systemctl is-active messages.service) and passes the smoke check on port $port; \
+the watchdog timer is $(systemctl is-active messages-watchdog.timer)"

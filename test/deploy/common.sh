@@ -21,9 +21,15 @@ init_path = "/usr/bin/catatonit"
 runtime = "runc"
 CONF
 
-# The stand-in VM of systemd.sh, built by images.sh. An image that exists is never rebuilt: change the tag when the
-# recipe in images.sh changes.
-vm_image=localhost/messages-systemd-vm:bookworm-2
+# The images images.sh builds. An image that exists is never rebuilt: change the tag of a localhost/ image when its
+# recipe in images.sh changes (remove a stand-in under an official name by hand: podman rmi <name>).
+node_line=24
+node_image=docker.io/library/node:24-trixie-slim         # the Dockerfile's FROM
+valkey_image=docker.io/valkey/valkey:8                   # the Compose file's Redis
+redis8_image=docker.io/library/redis:8                   # the README's other choice for it
+vm12_image=localhost/messages-systemd-vm:bookworm-3      # systemd.sh: Debian 12, redis-server 7.0, upstream Node 24
+vm13_image=localhost/messages-systemd-vm:trixie-1        # systemd.sh: Debian 13, valkey-server 8.1, Debian's nodejs
+compat_image=localhost/messages-redis-compat:trixie-1    # redis-compat.sh: Debian 13's Redis 8.0 and Valkey 8.1
 
 step() { printf '\n== %s: %s\n' "$(basename "$0" .sh)" "$*"; }
 fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }

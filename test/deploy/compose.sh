@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Boots docker-compose.yml, unchanged, from a fresh copy of this tree owned by an ordinary user, with podman-compose
-# and with docker-compose (against podman's Docker API), and proves: the image builds from the Dockerfile with its
-# HEALTHCHECK; a cert is generated into the host's certs/; the smoke checker passes through the published port
-# (127.0.0.1 only); docker-compose waits for Redis to be healthy, podman-compose does not and the app copes; both log
-# files appear in the host's logs/; a message survives `down` and `up` (Redis volume);
-# a killed node process is restarted; the cron watchdog restarts a frozen app; `down -v` removes the volume.
+# and with docker-compose (against podman's Docker API), and proves: the image builds from the Dockerfile on Node 24
+# without an npm warning; the app reports healthy through the Compose file's healthcheck (podman-compose builds OCI
+# images, which drop the Dockerfile's HEALTHCHECK); every process in it but the init runs as daemon; a cert is
+# generated into the host's certs/; the smoke checker passes through the published port (127.0.0.1 only);
+# docker-compose waits for Redis (Valkey 8.1) to be healthy, podman-compose does not and the app copes; both log files
+# appear in the host's logs/; a message survives `down` and `up` (Redis volume); a killed node process is restarted;
+# the cron watchdog restarts a frozen app; `down -v` removes the volume. Then, once: the README's other Redis
+# (MESSAGES_REDIS_IMAGE=redis:8) serves; a read-only certs/ holding a pair daemon can read serves as daemon; a
+# read-only certs/ without a pair, or with a key daemon cannot read, stops the container with what to do.
 source "$(dirname "$0")/common.sh"
 
 tools=${MESSAGES_COMPOSE_TOOLS:-podman-compose docker-compose}
@@ -15,12 +19,19 @@ work=$(mktemp -d /tmp/messages-compose.XXXXXX)
 chmod 0755 "$work" # the clone's owner (uid 1000) must reach the clone inside it
 api_pid=
 project=
+# Every build leaves image layers behind; those this run leaves untagged are removed at the end (cleanup).
+podman images -aq --no-trunc | sort -u >"$work/images-before"
 
 teardown() {
   [[ -n $project ]] || return 0
-  local ids
-  mapfile -t ids < <(podman ps -aq --filter "label=com.docker.compose.project=$project")
-  ((${#ids[@]} == 0)) || podman rm -f "${ids[@]}" >/dev/null
+  local ids attempt
+  # A container that restart: unless-stopped keeps restarting can slip between podman's kill and remove: try again.
+  for attempt in 1 2 3 4 5 6; do
+    mapfile -t ids < <(podman ps -aq --filter "label=com.docker.compose.project=$project")
+    ((${#ids[@]} > 0)) || break
+    ((attempt < 6)) || fail "could not remove the containers of $project: ${ids[*]}"
+    podman rm -f "${ids[@]}" >/dev/null 2>&1 || sleep 1
+  done
   podman volume rm -f "${project}_redis-data" >/dev/null 2>&1 || true
   podman network rm -f "${project}_default" >/dev/null 2>&1 || true
 }
@@ -37,6 +48,12 @@ cleanup() {
   fi
   teardown
   [[ -z $api_pid ]] || { kill "$api_pid"; wait "$api_pid"; } 2>/dev/null
+  local round left
+  for round in 1 2 3; do
+    mapfile -t left < <(podman images -aq --no-trunc --filter dangling=true | sort -u | comm -13 "$work/images-before" -)
+    ((${#left[@]} > 0)) || break
+    podman rmi "${left[@]}" >/dev/null 2>&1
+  done
   rm -rf "$work"
   exit "$status"
 }
@@ -87,11 +104,32 @@ up() {
 }
 
 healthz() { curl -sf --max-time 5 --cacert "$cert" "$url/healthz"; }
+# The health the tool reports for app, after running its check once (no systemd here to schedule it).
+app_healthy() {
+  podman healthcheck run "$(container app)" >/dev/null 2>&1
+  [[ $(podman inspect -f '{{.State.Health.Status}}' "$(container app)") == healthy ]]
+}
+# Every process in the app container but its init (PID 1, init: true) runs as daemon; node is among them.
+runs_as_daemon() {
+  local processes
+  processes=$(podman top "$(container app)" pid user args | tail -n +2)
+  awk '$1 != 1 && $2 != "daemon" { bad = 1 } END { exit bad }' <<<"$processes" && grep -q ' node --require' <<<"$processes" ||
+    { echo "$processes"; fail "$tool: a process in the app container runs as another user than daemon, or node is missing"; }
+  echo "ok: every process in the app container but its init runs as daemon: $(awk '$1 != 1 { print $3 }' <<<"$processes" | xargs -n 1 basename | tr '\n' ' ')"
+}
+# redis_server: what answers as redis, from its INFO (Valkey reports valkey_version beside redis_version).
+redis_server() {
+  podman exec "$(container redis)" redis-cli INFO server | tr -d '\r' |
+    awk -F: '$1 == "redis_version" { redis = $2 } $1 == "valkey_version" { valkey = $2 }
+      END { if (valkey != "") print "valkey " valkey; else print "redis " redis }'
+}
+# The program a host pid runs (Node 24 names its main thread MainThread, so not /proc/PID/comm).
+program() { basename "$(tr '\0' '\n' <"/proc/$1/cmdline" | head -n 1)"; }
 # The host pid of the app's node: the child of the container's init (init: true).
 node_pid() {
   local init
   init=$(podman inspect -f '{{.State.Pid}}' "$(container app)")
-  [[ $(cat "/proc/$init/comm") != node ]] || fail "$tool: node runs as the container's PID 1: init: true was ignored"
+  [[ $(program "$init") != node ]] || fail "$tool: node runs as the container's PID 1: init: true was ignored"
   local children
   read -r children _ <"/proc/$init/task/$init/children"
   echo "$children"
@@ -113,18 +151,27 @@ wait_serving() {
 scenario() {
   step "$tool, project $project"
   teardown
-  export BUILDAH_FORMAT=docker # the OCI format drops HEALTHCHECK
-  # --build: an image left by an earlier run must not stand in for this tree.
+  # --build: an image left by an earlier run must not stand in for this tree. Built as each tool builds for its users:
+  # podman-compose in the OCI format, which drops the Dockerfile's HEALTHCHECK.
   local previous
   previous=$(podman image inspect -f '{{.Id}}' "${project}_app" 2>/dev/null || true)
+  # Every step of the build runs once here (no layer cache), so that its output shows what npm says.
+  timeout 300 "$tool" -p "$project" -f "$clone/docker-compose.yml" build --no-cache app >"$work/build.log" 2>&1 ||
+    { tail -n 30 "$work/build.log"; fail "$tool build"; }
+  grep -Eq 'added [0-9]+ packages' "$work/build.log" || { cat "$work/build.log"; fail "$tool: no npm ci in the build output"; }
+  ! grep -i 'npm warn' "$work/build.log" || fail "$tool: the image build printed an npm warning"
+  echo "ok: the image builds on $(podman run --rm --user daemon --entrypoint node "${project}_app" --version) without an npm warning"
   up --build
   wait_for 60 "$tool: certificate generated on the host in certs/" test -s "$cert"
   wait_serving "first start"
 
   local app
   app=$(container app)
-  podman healthcheck run "$app" >/dev/null || fail "$tool: the image's HEALTHCHECK does not pass"
-  echo "ok: the image's HEALTHCHECK on /healthz passes"
+  wait_for 60 "$tool: app reports healthy through the Compose file's healthcheck (image HEALTHCHECK: \
+$(podman image inspect -f '{{if .Config.Healthcheck}}kept{{else}}dropped{{end}}' "${project}_app"))" app_healthy
+  runs_as_daemon
+  [[ $(redis_server) == "valkey 8.1."* ]] || fail "$tool: the bundled Redis is $(redis_server), not Valkey 8.1"
+  echo "ok: the bundled Redis is $(redis_server)"
   [[ $(stat -c %u "$clone/certs") == 1000 && $(stat -c %u "$clone/logs") == 1000 ]] ||
     fail "$tool: certs/ or logs/ changed owner"
   echo "ok: certs/ and logs/ still belong to the clone's owner: $(stat -c '%U:%G %A' "$clone/logs")"
@@ -158,7 +205,7 @@ scenario() {
 
   local old_pid
   old_pid=$(node_pid)
-  [[ $(cat "/proc/$old_pid/comm") == node ]] || fail "$tool: pid $old_pid is $(cat "/proc/$old_pid/comm"), not node"
+  [[ $(program "$old_pid") == node ]] || fail "$tool: pid $old_pid is $(program "$old_pid"), not node"
   kill -KILL "$old_pid"
   echo "killed node (host pid $old_pid) with SIGKILL"
   wait_for 60 "$tool: container restarted by restart: unless-stopped" \
@@ -200,6 +247,66 @@ scenario() {
   chmod 0755 "$clone/certs" "$clone/logs"
 }
 
+# app_says TEXT: the app container's output (it may have exited) holds TEXT.
+app_says() {
+  local id
+  id=$(podman ps -aq --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.service=app")
+  [[ -n $id ]] && podman logs "$id" 2>&1 | grep -qF "$1"
+}
+
+# refused WHY TEXT: `up` with the certs/ of this moment; the entrypoint stops the container saying TEXT, node never ran.
+refused() {
+  up
+  wait_for 60 "$tool: $1: the container stops, saying: $2" app_says "entrypoint: $2"
+  [[ ! -e $clone/logs/app.log ]] || fail "$tool: $1: node ran (logs/app.log exists)"
+  echo "ok: node never started (no logs/app.log)"
+  # Not `down`: restart: unless-stopped keeps starting the container, which races the tool's stop and remove.
+  teardown
+}
+
+# Once, with the last tool: the README's other Redis, then certs/ mounted read-only as README "Replace the certificate"
+# suggests for an operator's own pair.
+once() {
+  step "$tool: MESSAGES_REDIS_IMAGE=redis:8"
+  export MESSAGES_REDIS_IMAGE=redis:8
+  up
+  wait_serving "with MESSAGES_REDIS_IMAGE=redis:8"
+  [[ $(redis_server) == "redis 8.0."* ]] || fail "$tool: MESSAGES_REDIS_IMAGE=redis:8 runs $(redis_server)"
+  echo "ok: the bundled Redis is now $(redis_server)"
+  compose down -v >"$work/down.log" 2>&1 || { cat "$work/down.log"; fail "$tool down -v"; }
+  teardown
+  unset MESSAGES_REDIS_IMAGE
+  rm -f "$clone"/certs/localhost.* "$clone"/logs/*.log*
+
+  step "$tool: certs/ mounted read-only"
+  sed -i 's|- ./certs:/opt/messages/certs$|- ./certs:/opt/messages/certs:ro|' "$clone/docker-compose.yml"
+  grep -q -- '- ./certs:/opt/messages/certs:ro$' "$clone/docker-compose.yml" || fail "could not make certs/ read-only"
+  chown 1000:1000 "$clone/certs"
+  chmod 0755 "$clone/certs"
+  local pair=("$clone/certs/localhost.crt" "$clone/certs/localhost.key") before
+  (cd "$app_root" && MESSAGES_CERT_FILE=${pair[0]} MESSAGES_KEY_FILE=${pair[1]} node --require tsx/cjs lib/certs.ts) >/dev/null
+  chown 1000:1000 "${pair[@]}"
+  chown 1 "${pair[1]}" # README: make the key readable by uid 1
+  before=$(stat -c '%u:%g %a' "$clone/certs")
+  up
+  wait_serving "certs/ read-only, holding a pair daemon can read"
+  runs_as_daemon
+  [[ $(stat -c '%u:%g %a' "$clone/certs") == "$before" ]] || fail "$tool: certs/ changed: $before -> $(stat -c '%u:%g %a' "$clone/certs")"
+  ! app_says 'entrypoint:' || fail "$tool: the entrypoint complained about a valid setup"
+  echo "ok: certs/ untouched ($before); logs/ on the host: $(ls "$clone/logs" | tr '\n' ' ')"
+  compose down -v >"$work/down.log" 2>&1 || { cat "$work/down.log"; fail "$tool down -v"; }
+  teardown
+  rm -f "$clone"/logs/*.log*
+
+  chown 1000 "${pair[1]}"
+  refused "a read-only certs/ with a key daemon cannot read" \
+    "certs/localhost.key is not readable by daemon (uid 1), the service's user."
+  rm -f "${pair[@]}"
+  refused "a read-only certs/ without a pair" \
+    "/opt/messages/certs holds no certificate and key (certs/localhost.crt, certs/localhost.key) and daemon (uid 1) cannot"
+  sed -i 's|- ./certs:/opt/messages/certs:ro$|- ./certs:/opt/messages/certs|' "$clone/docker-compose.yml"
+}
+
 for tool in $tools; do
   case $tool in
     podman-compose)
@@ -218,4 +325,5 @@ for tool in $tools; do
   esac
   scenario
 done
+once
 echo "compose: all checks passed (${tools// /, })"

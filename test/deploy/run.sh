@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The deploy suite: installs the Debian packages it needs when missing, builds the stand-in base images once, then
-# boots the Compose path and the systemd path for real. Run as root from anywhere: bash test/deploy/run.sh
-# About 4 minutes once the images exist; a first run on a new machine adds about 5 (packages, debootstrap).
+# The deploy suite: installs the Debian packages it needs when missing, builds the stand-in images once, then boots
+# the Compose path and the systemd path for real, and runs the Redis-facing tests against Debian 13's Redis 8.0 and
+# Valkey 8.1. Run as root from anywhere: bash test/deploy/run.sh
+# About 8 minutes once the images exist; a first run on a new machine adds about 5 (packages, debootstrap).
 set -uo pipefail
 deploy_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 app_root=$(cd "$deploy_dir/../.." && pwd)
@@ -43,6 +44,7 @@ run() {
 run images
 if ((failed == 0)); then
   run compose
+  run redis-compat
   run systemd
 fi
 echo
