@@ -1,5 +1,5 @@
 // Redis Cluster (sharding), built with the official client's own cluster support.
-import { createCluster } from './redis-core.ts';
+import { createCluster } from '@redis/client';
 import type { AppLog } from './app-log.ts';
 import { boundedCalls, type CallObserver } from './redis-calls.ts';
 import type { HostPort, RedisConfig } from './config.ts';

@@ -1,6 +1,6 @@
 // Error replies (OOM, NOPERM, ...): Redis is up but refuses; logged per kind every 10 s, never a key or value.
 import type { AppLog } from './app-log.ts';
-import { ErrorReply } from './redis-core.ts';
+import { ErrorReply } from '@redis/client';
 import { throttle } from './throttle.ts';
 
 const hints: Readonly<Record<string, string>> = {

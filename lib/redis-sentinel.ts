@@ -1,5 +1,5 @@
 // Redis under Sentinel: master connections move the moment the sentinels announce a switch (sentinel-watch.ts).
-import { createClient } from './redis-core.ts';
+import { createClient } from '@redis/client';
 import type { AppLog } from './app-log.ts';
 import { boundedCalls, type CallObserver } from './redis-calls.ts';
 import type { HostPort, RedisConfig } from './config.ts';

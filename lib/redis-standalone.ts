@@ -1,5 +1,5 @@
 // A standalone Redis server: one connection for reads and writes, and one of its own for durable writes.
-import { createClient } from './redis-core.ts';
+import { createClient } from '@redis/client';
 import type { AppLog } from './app-log.ts';
 import { boundedCalls, type CallObserver } from './redis-calls.ts';
 import type { RedisConfig } from './config.ts';

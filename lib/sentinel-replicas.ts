@@ -1,5 +1,5 @@
 // READ_FROM_REPLICAS via node-redis's createSentinel, slow to follow a failover: a replica's miss asks the master.
-import { createSentinel } from './redis-core.ts';
+import { createSentinel } from '@redis/client';
 import type { AppLog } from './app-log.ts';
 import type { RedisConfig } from './config.ts';
 import { nodeOptions, tlsOptions } from './redis-connection.ts';

@@ -1,7 +1,7 @@
 // The master's address from the sentinels: GET-MASTER-ADDR-BY-NAME, then each +switch-master they publish, as in
 // https://redis.io/docs/latest/develop/reference/sentinel-clients/ (node-redis's createSentinel follows 2 s late).
 import type { HostPort, RedisConfig } from './config.ts';
-import { createClient } from './redis-core.ts';
+import { createClient } from '@redis/client';
 import type { Bounded } from './redis-calls.ts';
 import { address, offline, reconnectDelay } from './redis-failures.ts';
 import type { StateReporter } from './redis-state.ts';

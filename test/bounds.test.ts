@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 import { ResponseReader, startCapturing, type Captured } from './attack-fixtures.ts';
 import { createAppLog } from '../lib/app-log.ts';
 import { boundedCalls } from '../lib/redis-calls.ts';
-import { createClient } from '../lib/redis-core.ts';
+import { createClient } from '@redis/client';
 import { digestOf } from '../lib/store.ts';
 import { info, redisCli, redisCliBatch } from './redis-fixtures.ts';
 import { makeCert, postMessage, request, serviceEnv, spawnService, startRedis, stopChild, tempDir, waitFor, type Cert, type RedisServer } from './helpers.ts';

@@ -4,7 +4,7 @@
 import fs from 'node:fs';
 import https from 'node:https';
 import type { AddressInfo } from 'node:net';
-import { createClient } from '../lib/redis-core.ts';
+import { createClient } from '@redis/client';
 
 const [certFile, keyFile, redisPort] = process.argv.slice(2);
 if (certFile === undefined || keyFile === undefined) {

@@ -6,7 +6,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { createClient } from 'redis';
+import { createClient } from '@redis/client';
 
 const [fastifyDir, certFile, keyFile, redisPort, logFile] = process.argv.slice(2);
 const Fastify = createRequire(path.join(fastifyDir, 'package.json'))('fastify');

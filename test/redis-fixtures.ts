@@ -7,7 +7,7 @@ import https from 'node:https';
 import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
-import { createClient } from '../lib/redis-core.ts';
+import { createClient } from '@redis/client';
 import { freePort, onFreePort, request, startRedis, stopChild, tempDir, track, waitForOutput, type RedisServer, type Reply } from './helpers.ts';
 
 const run = promisify(execFile);
