@@ -178,8 +178,10 @@ prometheus_absent() {
 # The metrics profile: Prometheus on 127.0.0.1 only, the app's metrics port not published, app:9464 scraped with the
 # alert rules of docs/alerts.yml loaded, and a request sent to the app counted (the app has just started).
 metrics_profile() {
-  local published rules expected
-  published=$(podman port "$(container prometheus)")
+  local prometheus published rules expected
+  prometheus=$(container prometheus)
+  [[ -n $prometheus ]] || fail "$tool: no prometheus container runs"
+  published=$(podman port "$prometheus")
   [[ $published == "9090/tcp -> 127.0.0.1:$prometheus_port" ]] || fail "$tool: prometheus is published as: $published"
   published=$(podman port "$(container app)")
   [[ $published == "5000/tcp -> 127.0.0.1:$port" ]] || fail "$tool: app publishes more than its HTTPS port: $published"
@@ -216,8 +218,9 @@ scenario() {
   step "$tool, project $project"
   teardown
   # podman-compose 1.0.3 (Debian 12) knows no profiles: it starts every service unless `up` names some.
-  local profiles=
-  ! "$tool" --help 2>&1 | grep -q -- --profile || profiles=yes
+  local profiles= help
+  help=$("$tool" --help 2>&1 || true)
+  [[ $help != *--profile* ]] || profiles=yes
   up
   wait_for 60 "$tool: certificate generated on the host in certs/" test -s "$cert"
   wait_serving "first start"
