@@ -32,7 +32,8 @@ vm12_image=localhost/messages-systemd-vm:bookworm-3      # systemd.sh: Debian 12
 vm13_image=localhost/messages-systemd-vm:trixie-1        # systemd.sh: Debian 13, valkey-server 8.1, Debian's nodejs
 compat_image=localhost/messages-redis-compat:trixie-1    # redis-compat.sh: Debian 13's Redis 8.0 and Valkey 8.1
 
-step() { printf '\n== %s: %s\n' "$(basename "$0" .sh)" "$*"; }
+# step WHAT: a heading, with the seconds since the script started.
+step() { printf '\n== %s: %s (at %ss)\n' "$(basename "$0" .sh)" "$*" "$SECONDS"; }
 fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
 
 # wait_for SECONDS WHAT COMMAND...: run COMMAND once a second until it succeeds, or fail after SECONDS.
