@@ -2,7 +2,7 @@
 # Installs this clone as a systemd service on a Debian/Ubuntu VM, or removes it with --uninstall; safe to run again.
 # Needs root, a Node.js that package.json's engines accepts at /usr/local/bin/node or /usr/bin/node, with npm, and
 # openssl; Redis is separate (apt-get install redis-server or valkey-server). Succeeds only once the service passes
-# the smoke check. What it does and why: README "Deploy with systemd" and systemd/README.md.
+# the smoke check. What it does and why: docs/deploy.md ("systemd").
 set -eu
 umask 022
 

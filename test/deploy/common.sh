@@ -26,7 +26,7 @@ CONF
 node_line=24
 node_image=docker.io/library/node:24-trixie-slim         # the Dockerfile's FROM
 valkey_image=docker.io/valkey/valkey:8                   # the Compose file's Redis
-redis8_image=docker.io/library/redis:8                   # the README's other choice for it
+redis8_image=docker.io/library/redis:8                   # docs/deploy.md's other choice for it
 prometheus_image=docker.io/prom/prometheus:v2.53.3       # the Compose file's metrics profile
 vm12_image=localhost/messages-systemd-vm:bookworm-3      # systemd.sh: Debian 12, redis-server 7.0, upstream Node 24
 vm13_image=localhost/messages-systemd-vm:trixie-1        # systemd.sh: Debian 13, valkey-server 8.1, Debian's nodejs

@@ -9,7 +9,7 @@
 # 127.0.0.1 only, scrapes the app (whose metrics port is not published) with the alert rules loaded and counts the
 # requests sent (docker-compose starts it only with --profile metrics; podman-compose 1.0.3 knows no profiles and
 # starts it unless `up` names the services); a message survives `down` and `up` (Redis volume); a killed node process
-# is restarted; the cron watchdog restarts a frozen app; `down -v` removes the volumes. Then, once: the README's other
+# is restarted; the cron watchdog restarts a frozen app; `down -v` removes the volumes. Then, once: docs/deploy.md's other
 # Redis (MESSAGES_REDIS_IMAGE=redis:8) serves; a read-only certs/ holding a pair daemon can read serves as daemon; a
 # read-only certs/ without a pair, or with a key daemon cannot read, stops the container with what to do.
 source "$(dirname "$0")/common.sh"
@@ -281,7 +281,7 @@ scenario() {
     bash -c "[[ \$(podman inspect -f '{{.RestartCount}}' $app) -ge 1 ]]"
   wait_serving "after the kill"
 
-  # The cron flavour of the watchdog, as README "Deploy with Compose" sets it up, with this tool as the restart command.
+  # The cron flavour of the watchdog, as docs/deploy.md ("Watchdog from cron") sets it up, with this tool as the restart command.
   local notified=$work/notified-$tool
   export MESSAGES_PORT=$port MESSAGES_WATCHDOG_NOTIFY="cat > $notified"
   export MESSAGES_WATCHDOG_RESTART="$tool -p $project -f $clone/docker-compose.yml restart app"
@@ -331,7 +331,7 @@ refused() {
   teardown
 }
 
-# Once, with the last tool: the README's other Redis, then certs/ mounted read-only as README "Replace the certificate"
+# Once, with the last tool: docs/deploy.md's other Redis, then certs/ mounted read-only as its "Replace the certificate"
 # suggests for an operator's own pair.
 once() {
   step "$tool: MESSAGES_REDIS_IMAGE=redis:8"
@@ -353,7 +353,7 @@ once() {
   local pair=("$clone/certs/localhost.crt" "$clone/certs/localhost.key") before
   (cd "$app_root" && MESSAGES_CERT_FILE=${pair[0]} MESSAGES_KEY_FILE=${pair[1]} node --require tsx/cjs lib/certs.ts) >/dev/null
   chown 1000:1000 "${pair[@]}"
-  chown 1 "${pair[1]}" # README: make the key readable by uid 1
+  chown 1 "${pair[1]}" # docs/deploy.md: make the key readable by uid 1
   before=$(stat -c '%u:%g %a' "$clone/certs")
   up
   wait_serving "certs/ read-only, holding a pair daemon can read"
