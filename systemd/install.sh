@@ -2,7 +2,7 @@
 # Installs this clone as a systemd service on a Debian/Ubuntu VM, or removes it with --uninstall; safe to run again.
 # Needs root, a Node.js that package.json's engines accepts at /usr/local/bin/node or /usr/bin/node, with npm, and
 # openssl; Redis is separate (apt-get install redis-server or valkey-server). Succeeds only once the service passes
-# the smoke check. What it does and why: README "Deploy with systemd" and systemd/README.md.
+# the smoke check. What it does and why: docs/deploy.md ("systemd").
 set -eu
 umask 022
 
@@ -94,6 +94,10 @@ if [ ! -e "$conf/messages.env" ]; then
 #MESSAGES_PORT=5000
 #MESSAGES_REDIS_HOST=localhost
 #MESSAGES_REDIS_PASSWORD=
+# GET /metrics for Prometheus, plain HTTP: another host's Prometheus needs an address it reaches, a private one
+# (IPAddressAllow of the unit lets in private networks only); 0 as the port turns it off.
+#MESSAGES_METRICS_BIND=127.0.0.1
+#MESSAGES_METRICS_PORT=9464
 # logrotate owns rotation: turn the service's own rotation off.
 #MESSAGES_LOG_MAX_BYTES=0
 EOF

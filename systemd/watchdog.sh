@@ -1,7 +1,7 @@
 #!/bin/sh
 # Runs the smoke checker against the live service; when it fails or hangs twice in a row, restarts the service and
 # tells someone.
-# Used by messages-watchdog.service (systemd) and by a crontab line on a Compose host (README "Deploy with Compose").
+# Used by messages-watchdog.service (systemd) and by a crontab line on a Compose host (docs/deploy.md, "Compose").
 # Settings, from the environment (all optional):
 #   MESSAGES_WATCHDOG_RESTART  command that restarts the service [docker compose restart app]
 #   MESSAGES_WATCHDOG_NOTIFY   command run after a restart, with the reason and the checker's output on its stdin

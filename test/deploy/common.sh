@@ -26,12 +26,14 @@ CONF
 node_line=24
 node_image=docker.io/library/node:24-trixie-slim         # the Dockerfile's FROM
 valkey_image=docker.io/valkey/valkey:8                   # the Compose file's Redis
-redis8_image=docker.io/library/redis:8                   # the README's other choice for it
+redis8_image=docker.io/library/redis:8                   # docs/deploy.md's other choice for it
+prometheus_image=docker.io/prom/prometheus:v2.53.3       # the Compose file's metrics profile
 vm12_image=localhost/messages-systemd-vm:bookworm-3      # systemd.sh: Debian 12, redis-server 7.0, upstream Node 24
 vm13_image=localhost/messages-systemd-vm:trixie-1        # systemd.sh: Debian 13, valkey-server 8.1, Debian's nodejs
 compat_image=localhost/messages-redis-compat:trixie-1    # redis-compat.sh: Debian 13's Redis 8.0 and Valkey 8.1
 
-step() { printf '\n== %s: %s\n' "$(basename "$0" .sh)" "$*"; }
+# step WHAT: a heading, with the seconds since the script started.
+step() { printf '\n== %s: %s (at %ss)\n' "$(basename "$0" .sh)" "$*" "$SECONDS"; }
 fail() { printf 'FAIL: %s\n' "$*" >&2; exit 1; }
 
 # wait_for SECONDS WHAT COMMAND...: run COMMAND once a second until it succeeds, or fail after SECONDS.

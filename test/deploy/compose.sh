@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Boots docker-compose.yml, unchanged, from a fresh copy of this tree owned by an ordinary user, with podman-compose
 # and with docker-compose (against podman's Docker API), and proves: the image builds from the Dockerfile on Node 24
-# without an npm warning; the app reports healthy through the Compose file's healthcheck (podman-compose builds OCI
-# images, which drop the Dockerfile's HEALTHCHECK); every process in it but the init runs as daemon; a cert is
-# generated into the host's certs/; the smoke checker passes through the published port (127.0.0.1 only);
-# docker-compose waits for Redis (Valkey 8.1) to be healthy, podman-compose does not and the app copes; both log files
-# appear in the host's logs/; a message survives `down` and `up` (Redis volume); a killed node process is restarted;
-# the cron watchdog restarts a frozen app; `down -v` removes the volume. Then, once: the README's other Redis
-# (MESSAGES_REDIS_IMAGE=redis:8) serves; a read-only certs/ holding a pair daemon can read serves as daemon; a
+# without an npm warning (built once, the image both tools then run); the app reports healthy through the Compose
+# file's healthcheck (podman-compose builds OCI images, which drop the Dockerfile's HEALTHCHECK); every process in it
+# but the init runs as daemon; a cert is generated into the host's certs/; the smoke checker passes through the
+# published port (127.0.0.1 only); docker-compose waits for Redis (Valkey 8.1) to be healthy, podman-compose does not
+# and the app copes; both log files appear in the host's logs/; the metrics profile's Prometheus, published on
+# 127.0.0.1 only, scrapes the app (whose metrics port is not published) with the alert rules loaded and counts the
+# requests sent (docker-compose starts it only with --profile metrics; podman-compose 1.0.3 knows no profiles and
+# starts it unless `up` names the services); a message survives `down` and `up` (Redis volume); a killed node process
+# is restarted; the cron watchdog restarts a frozen app; `down -v` removes the volumes. Then, once: docs/deploy.md's other
+# Redis (MESSAGES_REDIS_IMAGE=redis:8) serves; a read-only certs/ holding a pair daemon can read serves as daemon; a
 # read-only certs/ without a pair, or with a key daemon cannot read, stops the container with what to do.
 source "$(dirname "$0")/common.sh"
 
@@ -19,6 +22,9 @@ work=$(mktemp -d /tmp/messages-compose.XXXXXX)
 chmod 0755 "$work" # the clone's owner (uid 1000) must reach the clone inside it
 api_pid=
 project=
+# The one build of the run, under the names podman-compose (<project>_app) and docker-compose give their builds.
+app_images=(localhost/msgdeploypc_app:latest docker.io/library/msgdeploydc_app:latest)
+podman rmi "${app_images[@]}" >/dev/null 2>&1 || true
 # Every build leaves image layers behind; those this run leaves untagged are removed at the end (cleanup).
 podman images -aq --no-trunc | sort -u >"$work/images-before"
 
@@ -32,7 +38,7 @@ teardown() {
     ((attempt < 6)) || fail "could not remove the containers of $project: ${ids[*]}"
     podman rm -f "${ids[@]}" >/dev/null 2>&1 || sleep 1
   done
-  podman volume rm -f "${project}_redis-data" >/dev/null 2>&1 || true
+  podman volume rm -f "${project}_redis-data" "${project}_prometheus-data" >/dev/null 2>&1 || true
   podman network rm -f "${project}_default" >/dev/null 2>&1 || true
 }
 cleanup() {
@@ -48,6 +54,7 @@ cleanup() {
   fi
   teardown
   [[ -z $api_pid ]] || { kill "$api_pid"; wait "$api_pid"; } 2>/dev/null
+  podman rmi "${app_images[@]}" >/dev/null 2>&1
   local round left
   for round in 1 2 3; do
     mapfile -t left < <(podman images -aq --no-trunc --filter dangling=true | sort -u | comm -13 "$work/images-before" -)
@@ -64,13 +71,19 @@ clone=$work/messages
 fresh_clone "$clone"
 chown -R 1000:1000 "$clone"
 
-port=$(node -e "const s = require('node:net').createServer().listen(0, '127.0.0.1', () => { console.log(s.address().port); s.close(); })")
-export MESSAGES_PUBLISH=127.0.0.1:$port
+free_port() {
+  node -e "const s = require('node:net').createServer().listen(0, '127.0.0.1', () => { console.log(s.address().port); s.close(); })"
+}
+port=$(free_port)
+prometheus_port=$(free_port)
+export MESSAGES_PUBLISH=127.0.0.1:$port MESSAGES_PROMETHEUS_PUBLISH=127.0.0.1:$prometheus_port
 cert=$clone/certs/localhost.crt
 url=https://localhost:$port
 
-# Both tools take the same flags; docker-compose reaches podman through DOCKER_HOST.
-compose() { "$tool" -p "$project" -f "$clone/docker-compose.yml" "$@"; }
+# Both tools take the same flags; docker-compose reaches podman through DOCKER_HOST. profile_options: --profile metrics
+# while a scenario runs the metrics profile.
+profile_options=()
+compose() { "$tool" -p "$project" -f "$clone/docker-compose.yml" "${profile_options[@]}" "$@"; }
 
 container() { podman ps -q --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.service=$1"; }
 
@@ -82,13 +95,15 @@ run_healthchecks() {
   done
 }
 
-# up [--build]: `compose up -d`, bounded, running healthchecks meanwhile (docker-compose waits for Redis to be healthy).
+# up [SERVICE...]: `compose up -d`, bounded, running healthchecks meanwhile (docker-compose waits for Redis's health).
+held=
 up() {
   compose up -d "$@" >"$work/up.log" 2>&1 &
-  local pid=$! deadline=$((SECONDS + 300)) held=
+  local pid=$! deadline=$((SECONDS + 300))
   while kill -0 "$pid" 2>/dev/null; do
     ((SECONDS < deadline)) || { kill "$pid"; tail -n 30 "$work/up.log"; fail "$tool up: not within 300s"; }
     # docker-compose honours `condition: service_healthy`: while Redis is not reported healthy, app must not start.
+    # Seen once per run: the check holds the boot for 5 s.
     if [[ $tool == docker-compose && -z $held && -n $(container redis) ]]; then
       sleep 5
       [[ -z $(podman ps -aq --filter "label=com.docker.compose.project=$project" --filter "label=com.docker.compose.service=app") ]] ||
@@ -100,7 +115,7 @@ up() {
     sleep 2
   done
   wait "$pid" || { tail -n 30 "$work/up.log"; fail "$tool up failed"; }
-  echo "ok: $tool up -d $*"
+  echo "ok: $tool ${profile_options[*]}${profile_options[*]:+ }up -d${*:+ $*}"
 }
 
 healthz() { curl -sf --max-time 5 --cacert "$cert" "$url/healthz"; }
@@ -148,27 +163,75 @@ wait_serving() {
   smoke_check "$1"
 }
 
+# prometheus_value QUERY: the value of an instant query to the metrics profile's Prometheus through its HTTP API.
+prometheus_value() {
+  curl -sf --max-time 5 "http://127.0.0.1:$prometheus_port/api/v1/query" --data-urlencode "query=$1" |
+    node -e 'const { result } = JSON.parse(require("node:fs").readFileSync(0)).data; console.log(result[0]?.value[1] ?? "")'
+}
+prometheus_says() { [[ $(prometheus_value "$1") == "$2" ]]; }
+prometheus_absent() {
+  local prometheus
+  prometheus=$(podman ps -aq --filter "label=com.docker.compose.project=$project" --filter label=com.docker.compose.service=prometheus)
+  [[ -z $prometheus ]] || fail "$tool: a prometheus container runs without the metrics profile"
+  echo "ok: \`$tool up -d${*:+ $*}\` starts no Prometheus"
+}
+# The metrics profile: Prometheus on 127.0.0.1 only, the app's metrics port not published, app:9464 scraped with the
+# alert rules of docs/alerts.yml loaded, and a request sent to the app counted (the app has just started).
+metrics_profile() {
+  local prometheus published rules expected
+  prometheus=$(container prometheus)
+  [[ -n $prometheus ]] || fail "$tool: no prometheus container runs"
+  published=$(podman port "$prometheus")
+  [[ $published == "9090/tcp -> 127.0.0.1:$prometheus_port" ]] || fail "$tool: prometheus is published as: $published"
+  published=$(podman port "$(container app)")
+  [[ $published == "5000/tcp -> 127.0.0.1:$port" ]] || fail "$tool: app publishes more than its HTTPS port: $published"
+  echo "ok: Prometheus is published on 127.0.0.1:$prometheus_port only; app publishes only 5000, not its metrics port"
+  wait_for 60 "$tool: Prometheus scrapes app:9464: up{job=\"messages\"} is 1" prometheus_says 'up{job="messages"}' 1
+  rules=$(curl -sf --max-time 5 "http://127.0.0.1:$prometheus_port/api/v1/rules" |
+    node -e 'const { data } = JSON.parse(require("node:fs").readFileSync(0));
+      console.log(data.groups.flatMap((group) => group.rules.map((rule) => rule.name)).sort().join(" "))')
+  expected=$(sed -n 's/^ *- alert: //p' "$clone/docs/alerts.yml" | sort | xargs)
+  [[ -n $expected && $rules == "$expected" ]] || fail "$tool: Prometheus has the rules '$rules', not '$expected'"
+  echo "ok: Prometheus has the alert rules of docs/alerts.yml loaded: $rules"
+  local i
+  for i in 1 2 3; do
+    curl -sf --max-time 5 -o /dev/null -I --cacert "$cert" "$url/readyz" || fail "$tool: HEAD /readyz"
+  done
+  wait_for 60 "$tool: Prometheus counts the 3 HEAD /readyz sent to the app" \
+    prometheus_says 'sum(messages_http_requests_total{route="/readyz",method="HEAD"})' 3
+}
+
+# build_once: the app image, built from the clone as docker-compose builds it, run by both tools: their `up` finds it
+# under the name it would give its own build. Without the layer cache, so that npm's output shows.
+build_once() {
+  step "build the app image"
+  local image=${app_images[0]}
+  timeout 300 podman build --pull=never --no-cache --format docker -t "$image" "$clone" >"$work/build.log" 2>&1 ||
+    { tail -n 30 "$work/build.log"; fail "podman build"; }
+  grep -Eq 'added [0-9]+ packages' "$work/build.log" || { cat "$work/build.log"; fail "no npm ci in the build output"; }
+  ! grep -i 'npm warn' "$work/build.log" || fail "the image build printed an npm warning"
+  podman tag "$image" "${app_images[@]:1}"
+  echo "ok: the image builds on $(podman run --rm --user daemon --entrypoint node "$image" --version) without an npm warning"
+}
+
 scenario() {
   step "$tool, project $project"
   teardown
-  # --build: an image left by an earlier run must not stand in for this tree. Built as each tool builds for its users:
-  # podman-compose in the OCI format, which drops the Dockerfile's HEALTHCHECK.
-  local previous
-  previous=$(podman image inspect -f '{{.Id}}' "${project}_app" 2>/dev/null || true)
-  # Every step of the build runs once here (no layer cache), so that its output shows what npm says.
-  timeout 300 "$tool" -p "$project" -f "$clone/docker-compose.yml" build --no-cache app >"$work/build.log" 2>&1 ||
-    { tail -n 30 "$work/build.log"; fail "$tool build"; }
-  grep -Eq 'added [0-9]+ packages' "$work/build.log" || { cat "$work/build.log"; fail "$tool: no npm ci in the build output"; }
-  ! grep -i 'npm warn' "$work/build.log" || fail "$tool: the image build printed an npm warning"
-  echo "ok: the image builds on $(podman run --rm --user daemon --entrypoint node "${project}_app" --version) without an npm warning"
-  up --build
+  # podman-compose 1.0.3 (Debian 12) knows no profiles: it starts every service unless `up` names some.
+  local profiles= help
+  help=$("$tool" --help 2>&1 || true)
+  [[ $help != *--profile* ]] || profiles=yes
+  up
   wait_for 60 "$tool: certificate generated on the host in certs/" test -s "$cert"
   wait_serving "first start"
+  if [[ -n $profiles ]]; then prometheus_absent; else metrics_profile; fi
 
   local app
   app=$(container app)
-  wait_for 60 "$tool: app reports healthy through the Compose file's healthcheck (image HEALTHCHECK: \
-$(podman image inspect -f '{{if .Config.Healthcheck}}kept{{else}}dropped{{end}}' "${project}_app"))" app_healthy
+  # The Compose file's check (CMD-SHELL), not the image's HEALTHCHECK (exec form), which OCI builds drop.
+  [[ $(podman inspect -f '{{.Config.Healthcheck.Test}}' "$app") == "[CMD-SHELL "*messages-healthcheck*"]" ]] ||
+    fail "$tool: app's healthcheck is not the Compose file's: $(podman inspect -f '{{.Config.Healthcheck.Test}}' "$app")"
+  wait_for 60 "$tool: app reports healthy through the Compose file's healthcheck" app_healthy
   runs_as_daemon
   [[ $(redis_server) == "valkey 8.1."* ]] || fail "$tool: the bundled Redis is $(redis_server), not Valkey 8.1"
   echo "ok: the bundled Redis is $(redis_server)"
@@ -194,8 +257,14 @@ $(podman image inspect -f '{{if .Config.Healthcheck}}kept{{else}}dropped{{end}}'
   compose down >"$work/down.log" 2>&1 || { cat "$work/down.log"; fail "$tool down"; }
   [[ -z $(podman ps -aq --filter "label=com.docker.compose.project=$project") ]] || fail "$tool down left containers"
   echo "ok: $tool down"
-  up
+  if [[ -n $profiles ]]; then
+    profile_options=(--profile metrics)
+    up
+  else
+    up app
+  fi
   wait_serving "after down and up"
+  if [[ -n $profiles ]]; then metrics_profile; else prometheus_absent app; fi
   app=$(container app)
   local body
   body=$(curl -sf --max-time 10 --cacert "$cert" "$url/messages/$digest")
@@ -212,7 +281,7 @@ $(podman image inspect -f '{{if .Config.Healthcheck}}kept{{else}}dropped{{end}}'
     bash -c "[[ \$(podman inspect -f '{{.RestartCount}}' $app) -ge 1 ]]"
   wait_serving "after the kill"
 
-  # The cron flavour of the watchdog, as README "Deploy with Compose" sets it up, with this tool as the restart command.
+  # The cron flavour of the watchdog, as docs/deploy.md ("Watchdog from cron") sets it up, with this tool as the restart command.
   local notified=$work/notified-$tool
   export MESSAGES_PORT=$port MESSAGES_WATCHDOG_NOTIFY="cat > $notified"
   export MESSAGES_WATCHDOG_RESTART="$tool -p $project -f $clone/docker-compose.yml restart app"
@@ -235,12 +304,10 @@ $(podman image inspect -f '{{if .Config.Healthcheck}}kept{{else}}dropped{{end}}'
 
   compose down -v >"$work/down.log" 2>&1 || { cat "$work/down.log"; fail "$tool down -v"; }
   ! podman volume exists "${project}_redis-data" || fail "$tool: down -v left the Redis volume"
-  echo "ok: $tool down -v removed the Redis volume"
+  ! podman volume exists "${project}_prometheus-data" || fail "$tool: down -v left the Prometheus volume"
+  echo "ok: $tool down -v removed the volumes"
+  profile_options=()
   teardown
-  # Remove the image an earlier run built when this run built another: else each change of the tree leaves one behind.
-  if [[ -n $previous && $previous != "$(podman image inspect -f '{{.Id}}' "${project}_app")" ]]; then
-    podman rmi "$previous" >/dev/null 2>&1 || true
-  fi
   # Back to a fresh clone for the next tool.
   rm -f "$clone"/certs/localhost.* "$clone"/logs/*.log*
   chown 1000:1000 "$clone/certs" "$clone/logs"
@@ -264,7 +331,7 @@ refused() {
   teardown
 }
 
-# Once, with the last tool: the README's other Redis, then certs/ mounted read-only as README "Replace the certificate"
+# Once, with the last tool: docs/deploy.md's other Redis, then certs/ mounted read-only as its "Replace the certificate"
 # suggests for an operator's own pair.
 once() {
   step "$tool: MESSAGES_REDIS_IMAGE=redis:8"
@@ -286,7 +353,7 @@ once() {
   local pair=("$clone/certs/localhost.crt" "$clone/certs/localhost.key") before
   (cd "$app_root" && MESSAGES_CERT_FILE=${pair[0]} MESSAGES_KEY_FILE=${pair[1]} node --require tsx/cjs lib/certs.ts) >/dev/null
   chown 1000:1000 "${pair[@]}"
-  chown 1 "${pair[1]}" # README: make the key readable by uid 1
+  chown 1 "${pair[1]}" # docs/deploy.md: make the key readable by uid 1
   before=$(stat -c '%u:%g %a' "$clone/certs")
   up
   wait_serving "certs/ read-only, holding a pair daemon can read"
@@ -307,6 +374,7 @@ once() {
   sed -i 's|- ./certs:/opt/messages/certs:ro$|- ./certs:/opt/messages/certs|' "$clone/docker-compose.yml"
 }
 
+build_once
 for tool in $tools; do
   case $tool in
     podman-compose)

@@ -5,7 +5,7 @@
 source "$(dirname "$0")/common.sh"
 
 missing=()
-for image in "$node_image" "$valkey_image" "$redis8_image" "$vm12_image" "$vm13_image" "$compat_image"; do
+for image in "$node_image" "$valkey_image" "$redis8_image" "$prometheus_image" "$vm12_image" "$vm13_image" "$compat_image"; do
   podman image exists "$image" || missing+=("$image")
 done
 if ((${#missing[@]} == 0)); then
@@ -149,6 +149,18 @@ SCRIPT
 }
 podman image exists "$valkey_image" || server_image "$valkey_image" valkey-server valkey-server valkey
 podman image exists "$redis8_image" || server_image "$redis8_image" redis-server redis-server redis
+
+# Debian 13's prometheus (2.53.3, the version of the tag) laid out as the official image: /bin/prometheus as the
+# entrypoint, user nobody, its data in /prometheus.
+if ! podman image exists "$prometheus_image"; then
+  step "$prometheus_image"
+  copy_tree trixie prometheus
+  chroot_install "$tree" prometheus
+  install -d -o 65534 -g 65534 "$tree/prometheus"
+  import_tree "$tree" "$prometheus_image" --change 'USER nobody' --change 'WORKDIR /prometheus' --change 'EXPOSE 9090' \
+    --change 'VOLUME ["/prometheus"]' --change 'ENTRYPOINT ["/bin/prometheus"]' \
+    --change 'CMD ["--config.file=/etc/prometheus/prometheus.yml", "--storage.tsdb.path=/prometheus"]'
+fi
 
 # vm_tree SUITE NAME PACKAGE...: sets tree to systemd as PID 1 with the given Debian packages, getty and the like masked.
 vm_tree() {

@@ -3,11 +3,12 @@
 # /usr/bin/node and an upstream Node 24 in /usr/local; Debian 13 with its valkey-server (8.1) and its own nodejs
 # (20.19) and npm. On each it installs a fresh copy of this tree with systemd/install.sh and proves: install.sh refuses
 # a node older than engines (Debian 12's 18), saying what to install; `systemd-analyze verify` is silent and the
-# security score is <= 1.0; the service is active, sandboxed and passes the smoke check; install.sh is idempotent;
-# kill -9 of the main PID is restarted; `systemctl reload` swaps the cert without a restart; logrotate with
-# systemd/messages.logrotate moves the logs aside and the same process writes new ones; a service that cannot start
-# makes install.sh exit 1 with its journal lines, and its crash loop ends in failed; a frozen (SIGSTOP) service is
-# restarted by the watchdog timer within two minutes, with the reason in the journal; --uninstall removes it all.
+# security score is <= 1.0; the service is active, sandboxed, passes the smoke check and serves GET /metrics on
+# 127.0.0.1:9464; install.sh is idempotent; kill -9 of the main PID is restarted; `systemctl reload` swaps the cert
+# without a restart; logrotate with systemd/messages.logrotate moves the logs aside and the same process writes new
+# ones; a service that cannot start makes install.sh exit 1 with its journal lines, and its crash loop ends in failed;
+# a frozen (SIGSTOP) service is restarted by the watchdog timer within two minutes, with the reason in the journal;
+# --uninstall removes it all.
 source "$(dirname "$0")/common.sh"
 
 bash "$deploy_dir/images.sh"
@@ -91,6 +92,14 @@ boot() {
   in_vm test -s /opt/messages/logs/app.log || fail "no logs/app.log"
   in_vm test -s /opt/messages/logs/access.log || fail "no logs/access.log"
   echo "ok: logs in /opt/messages/logs: $(in_vm ls /opt/messages/logs | tr '\n' ' ')"
+  # Where docs point a Prometheus on the same host: the sandbox lets it in.
+  build_info=$(in_vm node -e "require('node:http').get('http://127.0.0.1:9464/metrics', (res) => {
+    let body = ''; res.on('data', (chunk) => { body += chunk; });
+    res.on('end', () => { console.log(body.split('\n').find((line) => line.startsWith('messages_build_info{')) ?? '');
+      process.exit(res.statusCode === 200 ? 0 : 1); }); }).on('error', () => process.exit(1))") ||
+    fail "GET http://127.0.0.1:9464/metrics failed"
+  [[ $build_info == 'messages_build_info{'* ]] || fail "no messages_build_info in the metrics"
+  echo "ok: GET http://127.0.0.1:9464/metrics answers: $build_info"
 
   step "$1: systemd-analyze"
   verify=$(in_vm sh -c 'cd /etc/systemd/system && systemd-analyze verify messages.service messages-watchdog.service messages-watchdog.timer 2>&1')
@@ -217,6 +226,14 @@ loop: messages.service is failed, and systemctl --failed lists it"
   echo "ok: $1: all checks passed"
 }
 
-boot debian12 "$vm12_image" redis-server.service
-boot debian13 "$vm13_image" valkey-server.service
-echo "systemd: all checks passed (Debian 12 with Redis 7.0, Debian 13 with Valkey 8.1)"
+# run.sh boots each VM in a process of its own, side by side; alone, this script boots both in turn.
+case ${1:-both} in
+  debian12) boot debian12 "$vm12_image" redis-server.service ;;
+  debian13) boot debian13 "$vm13_image" valkey-server.service ;;
+  both)
+    boot debian12 "$vm12_image" redis-server.service
+    boot debian13 "$vm13_image" valkey-server.service
+    ;;
+  *) fail "usage: $0 [debian12|debian13]" ;;
+esac
+echo "systemd: all checks passed (${1:-Debian 12 with Redis 7.0, Debian 13 with Valkey 8.1})"
