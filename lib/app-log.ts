@@ -13,7 +13,7 @@ function errorFields(err: unknown): Record<string, unknown> {
   return { error: err.message, ...(code === undefined ? {} : { code }), stack: err.stack };
 }
 
-// The longest line, newline included, so that the disk a log takes has a bound (README "Logs").
+// The longest line, newline included, so that the disk a log takes has a bound (docs/operations.md, "Logs").
 export const maxAppLineBytes = 8192;
 
 // A field longer than this is cut when a line would pass maxAppLineBytes (a stack, an error from elsewhere).
