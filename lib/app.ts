@@ -4,7 +4,7 @@ import { performance } from 'node:perf_hooks';
 import type { AppLog, LineSink } from './app-log.ts';
 import { accessLine } from './access-log.ts';
 import { readMessage, type BodyLimits } from './body.ts';
-import { errorAnswer, errors, HttpError, securityHeaders } from './errors.ts';
+import { answerHeaders, errorAnswer, errors, HttpError, notModifiedHeaders, type Headers } from './errors.ts';
 import { authorityOf, createRouter } from './router.ts';
 import type { ServiceMetrics } from './service-metrics.ts';
 import type { Store } from './store.ts';
@@ -23,33 +23,24 @@ type Handler = (exchange: Exchange, param: string) => Promise<void> | void;
 
 // A stored message never changes under its digest, so clients may cache it for good (RFC 8246).
 const immutable = 'public, max-age=31536000, immutable';
-const json = 'application/json; charset=utf-8';
 
 export function createApp({ store, appLog, accessLog, body: bodyLimits, metrics }: AppOptions) {
   let draining = false;
 
-  function send(
-    { req, res, received, route }: Exchange,
-    status: number,
-    body: string,
-    headers: Record<string, string | number> = {},
-  ) {
-    // A 304 carries the validator and caching headers, no representation metadata (RFC 9110 section 15.4.5).
-    const length = status === 304 ? 0 : Buffer.byteLength(body);
-    const representation = status === 304
-      ? {}
-      : { 'Content-Type': json, 'Content-Length': length, 'Cache-Control': 'no-store' };
-    res.writeHead(status, {
-      ...representation,
-      ...securityHeaders,
-      // An answer before the whole body arrived (an error) ends the connection; the rest is dropped while it closes.
-      ...(draining || !req.complete ? { Connection: 'close' } : {}),
-      ...headers,
-    });
+  // `headers` are the answer's own, answerHeaders() for a body: send() adds only Connection when it closes.
+  function send({ req, res, received, route }: Exchange, status: number, body: string, headers: Headers) {
+    // An answer before the whole body arrived (an error) ends the connection; the rest is dropped while it closes.
+    if (draining || !req.complete) headers.Connection = 'close';
+    res.writeHead(status, headers);
     res.end(status === 304 ? undefined : body);
     const elapsedMs = performance.now() - received;
-    accessLog(accessLine(req, status, req.method === 'HEAD' ? 0 : length, elapsedMs));
+    const bytes = req.method === 'HEAD' || status === 304 ? 0 : (headers['Content-Length'] as number);
+    accessLog(accessLine(req, status, bytes, elapsedMs));
     metrics.answered(route, req.method ?? '', status, elapsedMs);
+  }
+
+  function sendJson(exchange: Exchange, status: number, body: string): void {
+    send(exchange, status, body, answerHeaders(Buffer.byteLength(body), 'no-store'));
   }
 
   function sendError(exchange: Exchange, err: unknown) {
@@ -69,39 +60,47 @@ export function createApp({ store, appLog, accessLog, body: bodyLimits, metrics 
       throw err;
     });
     const digest = await store.put(message).finally(release);
+    const body = `{"digest":"${digest}"}`;
+    const headers = answerHeaders(body.length, 'no-store');
     // RFC 9110 section 15.3.2: a 201 names the resource it created.
-    send(exchange, 201, `{"digest":"${digest}"}`, { Location: `/messages/${digest}` });
+    headers.Location = `/messages/${digest}`;
+    send(exchange, 201, body, headers);
   }
 
   async function getMessage(exchange: Exchange, digest: string) {
     const message = await store.get(digest);
     if (message === null) throw errors.messageNotFound(digest);
     const etag = `"${digest.toLowerCase()}"`;
-    const headers = { ETag: etag, 'Cache-Control': immutable };
     const match = exchange.req.headers['if-none-match'];
     // RFC 9110 section 13.1.2: weak comparison, a list, or "*".
     const matched = match !== undefined
       && (match.trim() === '*' || match.split(',').some((tag) => tag.trim().replace(/^W\//, '') === etag));
     if (matched) {
-      send(exchange, 304, '', headers);
+      send(exchange, 304, '', notModifiedHeaders(etag, immutable));
       return;
     }
-    send(exchange, 200, `{"message":${JSON.stringify(message)}}`, headers);
+    const body = `{"message":${JSON.stringify(message)}}`;
+    const headers = answerHeaders(Buffer.byteLength(body), immutable);
+    headers.ETag = etag;
+    send(exchange, 200, body, headers);
   }
 
   async function readiness(exchange: Exchange) {
     const reason = await store.unready();
     if (reason === undefined) {
-      send(exchange, 200, '{"status":"ready"}');
+      sendJson(exchange, 200, '{"status":"ready"}');
       return;
     }
-    send(exchange, 503, JSON.stringify({ err_msg: `${reason}; see app.log for the cause` }), { 'Retry-After': '1' });
+    const body = JSON.stringify({ err_msg: `${reason}; see app.log for the cause` });
+    const headers = answerHeaders(Buffer.byteLength(body), 'no-store');
+    headers['Retry-After'] = '1';
+    send(exchange, 503, body, headers);
   }
 
   const route = createRouter<Handler>([
     { path: '/messages', param: false, methods: { POST: postMessage } },
     { path: '/messages/', param: true, methods: { GET: getMessage } },
-    { path: '/healthz', param: false, methods: { GET: (exchange) => send(exchange, 200, '{"status":"ok"}') } },
+    { path: '/healthz', param: false, methods: { GET: (exchange) => sendJson(exchange, 200, '{"status":"ok"}') } },
     { path: '/readyz', param: false, methods: { GET: readiness } },
   ]);
 

@@ -68,7 +68,7 @@ export function createConnections(handle: Handle, accessLog: LineSink, lingerByt
     if (next.state !== 'waiting') return;
     next.state = 'started';
     // 'close' follows 'finish' (the answer handed to the kernel) and an aborted answer alike.
-    next.res.once('close', () => {
+    next.res.on('close', () => {
       connection.turns.shift();
       advance(connection);
     });
@@ -93,7 +93,8 @@ export function createConnections(handle: Handle, accessLog: LineSink, lingerByt
       socket.destroy();
       return;
     }
-    const { headers, body } = errorAnswer(err, { Connection: 'close' });
+    const { headers, body } = errorAnswer(err);
+    headers.Connection = 'close';
     turn.res.writeHead(err.status, headers);
     turn.res.end(body);
     accessLog(accessLine(turn.req, err.status, Buffer.byteLength(body), undefined));
