@@ -1,8 +1,8 @@
 // Counters, gauges and histograms in Prometheus's text format 0.0.4, written by hand, and merged across workers.
 
 // The values of one process: per family, per rendered label set ({a="x"}, or '' for none), a number or a histogram.
-export type Snapshot = Record<string, Record<string, number | Histogram>>;
-interface Histogram { counts: number[]; sum: number; count: number }
+export type Snapshot = Record<string, Record<string, number | Buckets>>;
+interface Buckets { counts: number[]; sum: number; count: number }
 
 // How the values of several processes add up: counters and histograms sum, gauges sum, take the largest or smallest.
 type Kind = 'counter' | 'histogram' | 'gauge' | 'max' | 'min';
@@ -15,28 +15,46 @@ export const labels = (pairs: Record<string, string>) => {
   return text === '' ? '' : `{${text}}`;
 };
 
-export class Registry {
-  private readonly families = new Map<string, Family>();
-  private readonly values: Snapshot = {};
+// One series of a counter, or of a histogram: a caller keeps the one it counts into (no label lookup per request).
+export class Count {
+  value = 0;
 
-  // inc(key) adds to a counter; the key is a labels() string, built once by the caller where it can.
-  counter(name: string, help: string): (key: string, by?: number) => void {
-    const values = this.define(name, { help, kind: 'counter' });
-    return (key, by = 1) => {
-      values[key] = ((values[key] as number | undefined) ?? 0) + by;
-    };
+  add(by = 1): void {
+    this.value += by;
+  }
+}
+
+export class Histogram {
+  counts: number[];
+  sum = 0;
+  count = 0;
+
+  constructor(private readonly buckets: readonly number[]) {
+    this.counts = buckets.map(() => 0);
   }
 
-  histogram(name: string, help: string, buckets: readonly number[]): (key: string, value: number) => void {
-    const values = this.define(name, { help, kind: 'histogram', buckets });
-    return (key, value) => {
-      let histogram = values[key] as Histogram | undefined;
-      if (histogram === undefined) values[key] = histogram = { counts: buckets.map(() => 0), sum: 0, count: 0 };
-      const at = buckets.findIndex((bound) => value <= bound);
-      if (at !== -1) histogram.counts[at]! += 1;
-      histogram.sum += value;
-      histogram.count += 1;
-    };
+  observe(value: number): void {
+    let at = 0;
+    while (at < this.buckets.length && value > this.buckets[at]!) at += 1;
+    if (at < this.buckets.length) this.counts[at]! += 1;
+    this.sum += value;
+    this.count += 1;
+  }
+}
+
+export class Registry {
+  private readonly families = new Map<string, Family>();
+  private readonly series = new Map<string, Map<string, Count | Histogram>>();
+
+  // series(key) gives the counter's series for a labels() string, created at first use.
+  counter(name: string, help: string): (key: string) => Count {
+    const series = this.define(name, { help, kind: 'counter' });
+    return (key) => (series.get(key) ?? series.set(key, new Count()).get(key)) as Count;
+  }
+
+  histogram(name: string, help: string, buckets: readonly number[]): (key: string) => Histogram {
+    const series = this.define(name, { help, kind: 'histogram', buckets });
+    return (key) => (series.get(key) ?? series.set(key, new Histogram(buckets)).get(key)) as Histogram;
   }
 
   // A value read when a snapshot is taken (a gauge, or a counter kept elsewhere): `sample` gives it per labels().
@@ -57,7 +75,12 @@ export class Registry {
   snapshot(): Snapshot {
     const copy: Snapshot = {};
     for (const [name, family] of this.families) {
-      copy[name] = family.sample?.() ?? structuredClone(this.values[name]!);
+      const values: Record<string, number | Buckets> = {};
+      for (const [key, cell] of this.series.get(name) ?? []) {
+        const { counts, sum, count } = cell as Histogram;
+        values[key] = cell instanceof Count ? cell.value : { counts: [...counts], sum, count };
+      }
+      copy[name] = family.sample?.() ?? values;
     }
     return copy;
   }
@@ -90,7 +113,7 @@ export class Registry {
   merge(snapshots: Snapshot[]): Snapshot {
     const merged: Snapshot = {};
     for (const [name, { kind }] of this.families) {
-      const into: Record<string, number | Histogram> = {};
+      const into: Record<string, number | Buckets> = {};
       for (const snapshot of snapshots) {
         for (const [key, value] of Object.entries(snapshot[name] ?? {})) into[key] = combine(kind, into[key], value);
       }
@@ -99,18 +122,19 @@ export class Registry {
     return merged;
   }
 
-  private define(name: string, family: Family): Record<string, number | Histogram> {
+  private define(name: string, family: Family): Map<string, Count | Histogram> {
     this.families.set(name, family);
-    this.values[name] = {};
-    return this.values[name];
+    const series = new Map<string, Count | Histogram>();
+    this.series.set(name, series);
+    return series;
   }
 }
 
 const withLe = (key: string, le: string) => (key === '' ? `{le="${le}"}` : `${key.slice(0, -1)},le="${le}"}`);
 
-function combine(kind: Kind, seen: number | Histogram | undefined, value: number | Histogram): number | Histogram {
+function combine(kind: Kind, seen: number | Buckets | undefined, value: number | Buckets): number | Buckets {
   if (typeof value !== 'number') {
-    const sum = (seen as Histogram | undefined) ?? { counts: value.counts.map(() => 0), sum: 0, count: 0 };
+    const sum = (seen as Buckets | undefined) ?? { counts: value.counts.map(() => 0), sum: 0, count: 0 };
     value.counts.forEach((count, i) => {
       sum.counts[i]! += count;
     });

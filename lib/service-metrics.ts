@@ -1,7 +1,7 @@
 // Every metric the service exposes (docs/metrics.md says what each answers), and the calls the code makes to count.
 import fs from 'node:fs';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
-import { labels, Registry } from './metrics.ts';
+import { labels, Registry, type Count, type Histogram } from './metrics.ts';
 
 type Counts = Record<'app' | 'access', { written: number; dropped: number }>;
 
@@ -54,35 +54,54 @@ export function createServiceMetrics(version: string) {
       Object.entries(sources.logLines?.() ?? {}).map(([log, counts]) => [labels({ log }), counts[field]])));
   }
   processMetrics(registry, version);
-  // Label strings are built once per combination: a request pays a Map lookup, not a join.
-  const keys = new Map<string, string>();
-  const key = (parts: string, make: () => string) => keys.get(parts) ?? keys.set(parts, make()).get(parts)!;
+  // The series of each route and method, resolved once, found by the strings the router and Node hand over: a
+  // request pays two Map lookups of constant strings, no key built.
+  const answers = new Map<string, Map<string, { latency: Histogram; byClass: Count[] }>>();
+  const answersOf = (anyRoute: string, anyMethod: string) => {
+    const route = routes.has(anyRoute) ? anyRoute : 'other';
+    const method = methods.has(anyMethod) ? anyMethod : 'other';
+    const byMethod = answers.get(route) ?? answers.set(route, new Map()).get(route)!;
+    let found = byMethod.get(method);
+    if (found === undefined) {
+      const byClass = [1, 2, 3, 4, 5].map((digit) => requests(labels({ route, method, status_class: `${digit}xx` })));
+      byMethod.set(method, found = { latency: latency(labels({ route, method })), byClass });
+    }
+    return found;
+  };
+  const calls = new Map<string, { latency: Histogram; outcomes: Map<string, Count> }>();
 
   return {
     registry,
     sources,
     answered(route: string, method: string, status: number, elapsedMs: number) {
-      const at = { route: routes.has(route) ? route : 'other', method: methods.has(method) ? method : 'other' };
-      const statusClass = `${Math.floor(status / 100)}xx`;
-      requests(key(`${at.route} ${at.method} ${statusClass}`, () => labels({ ...at, status_class: statusClass })));
-      latency(key(`${at.route} ${at.method}`, () => labels(at)), elapsedMs / 1000);
+      const series = answersOf(route, method);
+      series.byClass[Math.min(Math.max(Math.floor(status / 100), 1), 5) - 1]!.add();
+      series.latency.observe(elapsedMs / 1000);
     },
     bodyRejected(status: number) {
-      if (Object.hasOwn(causes, status)) rejected(labels({ cause: causes[status]! }));
+      if (Object.hasOwn(causes, status)) rejected(labels({ cause: causes[status]! })).add();
     },
     // For boundedCalls (redis-calls.ts): each call's outcome, and the calls in flight.
     redis: {
       call(command: string, outcome: string, reply: string, elapsedMs: number) {
-        commands(key(`${command} ${outcome} ${reply}`, () => labels({ command, outcome, reply })));
-        commandLatency(key(command, () => labels({ command })), elapsedMs / 1000);
+        let series = calls.get(command);
+        if (series === undefined) {
+          series = { latency: commandLatency(labels({ command })), outcomes: new Map() };
+          calls.set(command, series);
+        }
+        const kind = reply === '' ? outcome : reply;
+        let count = series.outcomes.get(kind);
+        if (count === undefined) series.outcomes.set(kind, count = commands(labels({ command, outcome, reply })));
+        count.add();
+        series.latency.observe(elapsedMs / 1000);
       },
       inflight(count: number) {
         inflight = count;
       },
     },
-    connectionRefused: (limit: 'max_connections' | 'per_ip') => refused(labels({ limit })),
-    handshakeFailed: () => handshakes(''),
-    sendTimedOut: () => sendTimeouts(''),
+    connectionRefused: (limit: 'max_connections' | 'per_ip') => refused(labels({ limit })).add(),
+    handshakeFailed: () => handshakes('').add(),
+    sendTimedOut: () => sendTimeouts('').add(),
   };
 }
 

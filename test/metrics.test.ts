@@ -22,11 +22,11 @@ function sample(): Registry {
   const latency = registry.histogram('demo_request_duration_seconds', 'Time to answer.', [0.01, 0.1, 1]);
   registry.sampled('demo_open', 'Open things.', 'gauge', () => ({ '': 3 }));
   registry.sampled('demo_delay_seconds', 'The largest delay.', 'max', () => ({ '': 0.5 }));
-  requests(labels({ route: '/messages', status_class: '2xx' }));
-  requests(labels({ route: '/messages', status_class: '2xx' }), 2);
-  requests(labels({ route: 'we"ird\\path\n', status_class: '4xx' }));
-  latency(labels({ route: '/messages' }), 0.05);
-  latency(labels({ route: '/messages' }), 5);
+  requests(labels({ route: '/messages', status_class: '2xx' })).add();
+  requests(labels({ route: '/messages', status_class: '2xx' })).add(2);
+  requests(labels({ route: 'we"ird\\path\n', status_class: '4xx' })).add();
+  latency(labels({ route: '/messages' })).observe(0.05);
+  latency(labels({ route: '/messages' })).observe(5);
   return registry;
 }
 
