@@ -2,6 +2,7 @@
 import type { IncomingMessage } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Budget, Release } from './budget.ts';
+import { createSweep, type Sweep } from './sweep.ts';
 import { errors } from './errors.ts';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -16,12 +17,24 @@ export function isJson(contentType: string | undefined): boolean {
 
 export interface BodyLimits {
   maxBytes: number; // MESSAGES_MAX_BODY_BYTES
-  minRate: number; // MESSAGES_MIN_BODY_RATE, bytes per second after the grace period; 0 = none
   budget: Budget; // MESSAGES_MAX_BUFFERED_BYTES for the whole process
+  reading: Sweep<Reading> | undefined; // MESSAGES_MIN_BODY_RATE, watched by watchBodyRates(); undefined when 0
 }
+
+interface Reading { started: number; size: number; fail(err: Error): void }
 
 // A slow start is allowed, then a minimum rate holds, as Kestrel's MinRequestBodyDataRate (240 bytes/s after 5 s).
 const rateGraceMs = 5000;
+
+// Every body being read, looked at once a second: one below `minRate` bytes/s after the grace period gets a 408.
+export function watchBodyRates(minRate: number): Sweep<Reading> | undefined {
+  if (minRate === 0) return undefined;
+  return createSweep<Reading>(1000, (reading, now) => {
+    const elapsedMs = now - reading.started;
+    const slow = elapsedMs >= rateGraceMs && reading.size < (minRate * elapsedMs) / 1000;
+    if (slow) reading.fail(errors.bodyTooSlow(minRate));
+  });
+}
 
 // The most a body can hold: its Content-Length, else (chunked) the limit. A larger Content-Length is a 413 at once.
 function largestSize(req: IncomingMessage, limit: number): number {
@@ -32,40 +45,37 @@ function largestSize(req: IncomingMessage, limit: number): number {
 }
 
 // Settles once: whole body, 413 past the limit, or 408 too slow; listeners inline, as tsx's keepNames is costly.
-function readBody(req: IncomingMessage, { maxBytes: limit, minRate }: BodyLimits): Promise<Buffer> {
+function readBody(req: IncomingMessage, { maxBytes: limit, reading: rates }: BodyLimits): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
-    let size = 0;
     let settled = false;
-    const started = performance.now();
-    const fail = (err: Error) => {
-      settled = true;
-      chunks.length = 0;
-      clearInterval(rate);
-      reject(err);
+    const reading: Reading = {
+      started: performance.now(),
+      size: 0,
+      fail(err) {
+        settled = true;
+        chunks.length = 0;
+        rates?.delete(reading);
+        reject(err);
+      },
     };
-    // Checked each second once the grace period is over.
-    const rate = setInterval(() => {
-      const elapsedMs = performance.now() - started;
-      if (elapsedMs >= rateGraceMs && size < (minRate * elapsedMs) / 1000) fail(errors.bodyTooSlow(minRate));
-    }, 1000);
-    if (minRate === 0) clearInterval(rate);
+    rates?.add(reading);
     req.on('data', (chunk: Buffer) => {
       if (settled) return;
-      size += chunk.length;
+      reading.size += chunk.length;
       // The rest is read and dropped, never buffered, while the 413 closes the connection.
-      if (size > limit) fail(errors.payloadTooLarge(limit));
+      if (reading.size > limit) reading.fail(errors.payloadTooLarge(limit));
       else chunks.push(chunk);
     });
     req.on('end', () => {
       if (settled) return;
       settled = true;
-      clearInterval(rate);
-      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+      rates?.delete(reading);
+      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, reading.size));
     });
     // A client gone mid-body is a 4xx in the access log; no 'error' listener is added: 'close' follows an abort.
     req.on('close', () => {
-      if (!settled) fail(errors.badRequest('Request body was not received completely'));
+      if (!settled) reading.fail(errors.badRequest('Request body was not received completely'));
     });
   });
 }

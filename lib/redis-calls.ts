@@ -1,6 +1,7 @@
 // Every Redis call: a MESSAGES_MAX_INFLIGHT slot, then the reply, each within the Redis timeout; troubles logged.
 import { performance } from 'node:perf_hooks';
 import type { AppLog } from './app-log.ts';
+import { createDeadlines, type Deadline } from './deadlines.ts';
 import { replyKind, replyReporter } from './redis-replies.ts';
 import { throttle } from './throttle.ts';
 
@@ -21,6 +22,7 @@ export function boundedCalls(limits: CallLimits, log: AppLog, target: string, ob
   const full = throttle();
   const refused = replyReporter(log, target);
   let inflight = 0;
+  const deadlines = createDeadlines(timeoutMs);
   // Calls waiting for a slot, oldest first; one that gave up is left in place as undefined.
   const waiting: Array<(() => void) | undefined> = [];
 
@@ -43,34 +45,33 @@ export function boundedCalls(limits: CallLimits, log: AppLog, target: string, ob
 
   // node-redis's timeout stops at the write; this bounds the reply too and logs misses (a hang raises no error).
   const run = <T>(command: string, work: () => Promise<T>) => new Promise<T>((resolve, reject) => {
-    const started = performance.now();
-    let settled = false;
-    let timer: NodeJS.Timeout | undefined;
-    // Timed from the write (same check phase), checked after one more I/O pass: a reply in time is never a 503.
-    setImmediate(() => {
-      if (settled) return;
-      timer = setTimeout(() => setImmediate(() => {
-        if (settled) return;
-        settled = true;
-        observe.call(command, 'timeout', '', performance.now() - started);
+    const call: Deadline = {
+      started: performance.now(),
+      done: false,
+      expire() {
+        call.done = true;
+        observe.call(command, 'timeout', '', performance.now() - call.started);
+        release();
         expire(reject);
-      }), timeoutMs);
-    });
+      },
+    };
+    deadlines.start(call);
     work().then((value) => {
-      if (!settled) observe.call(command, 'ok', '', performance.now() - started);
-      settled = true;
-      clearTimeout(timer);
+      if (call.done) return;
+      deadlines.finish(call);
+      observe.call(command, 'ok', '', performance.now() - call.started);
+      release();
       resolve(value);
     }, (err: unknown) => {
       const kind = replyKind(err);
-      const outcome = kind === undefined ? 'unavailable' : 'error';
-      if (!settled) observe.call(command, outcome, kind ?? '', performance.now() - started);
-      settled = true;
-      clearTimeout(timer);
       if (kind !== undefined) refused(command, kind);
+      if (call.done) return;
+      deadlines.finish(call);
+      observe.call(command, kind === undefined ? 'unavailable' : 'error', kind ?? '', performance.now() - call.started);
+      release();
       reject(err);
     });
-  }).finally(release);
+  });
 
   // The slot is taken at once when one is free; otherwise the call waits its turn, at most timeoutMs.
   const waitForSlot = () => new Promise<void>((resolve, reject) => {

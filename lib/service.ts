@@ -5,6 +5,7 @@ import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { AppLog } from './app-log.ts';
 import { createApp } from './app.ts';
+import { watchBodyRates } from './body.ts';
 import { createBudget } from './budget.ts';
 import { ensureCert } from './certs.ts';
 import { createConnections } from './connections.ts';
@@ -51,8 +52,8 @@ export async function startService(
   const store = createStore(redis);
   const body = {
     maxBytes: config.maxBodyBytes,
-    minRate: config.minBodyRate,
     budget: createBudget(config.maxBufferedBytes),
+    reading: watchBodyRates(config.minBodyRate),
   };
   const app = createApp({ store, appLog, accessLog: logs.access, body, metrics });
   const connections = createConnections(app.handle, logs.access, config.maxBodyBytes, metrics.answered);
