@@ -101,6 +101,12 @@ test('server.ts and every lib/ module appear exactly once in the audit guide\'s 
   assert.deepEqual([...listed].sort(), [...sources].sort());
 });
 
+test('the request path an auditor must read, as listed in docs/audit.md, is under 900 lines (issue 13)', () => {
+  const listing = requestPath.rows.map((row) => `${row.file} ${row.stated}`).join(', ');
+  assert.ok(requestPath.rows.length > 0, 'no request-path table found');
+  assert.ok(sum(requestPath.rows) < 900, `the request path is ${sum(requestPath.rows)} lines: ${listing}`);
+});
+
 // Each cell's code spans and quoted titles in order: a path names the file the names or titles after it belong to.
 function* references(cell: string): Generator<{ file: string | undefined; name?: string; title?: string }> {
   let file: string | undefined;
