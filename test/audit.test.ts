@@ -1,5 +1,5 @@
-// The shape an auditor relies on: no import cycle, small modules within 120 columns, and an audit guide
-// (docs/audit.md) that names only files, line counts, code and tests that exist.
+// The shape an auditor relies on: no import cycle, small modules within 120 columns, an audit guide (docs/audit.md)
+// that names only files, line counts, code and tests that exist, and docs whose relative links resolve.
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -165,3 +165,43 @@ test('every function or constant the audit guide names occurs in the file it nam
   const wrong = named.filter(({ file, name }) => !read(file).includes(name)).map(({ file, name }) => `${file} ${name}`);
   assert.deepEqual(wrong, [], 'names the guide gives that the file does not contain');
 });
+
+// GitHub's anchor for a heading: its text without markup, lower-cased, punctuation dropped, spaces to hyphens.
+function slug(heading: string): string {
+  const text = heading.replace(/`/g, '').replace(/\[([^\]]*)\]\([^)]*\)/g, '$1');
+  return text.toLowerCase().replace(/[^\p{L}\p{N}\s_-]/gu, '').replace(/ /g, '-');
+}
+
+// The text a reader sees as prose: fenced blocks and code spans removed.
+const prose = (markdown: string) =>
+  markdown.replace(/^(```|~~~)[^\n]*\n[\s\S]*?^\1[^\n]*$/gm, '').replace(/`[^`]*`/g, '');
+
+function anchorsOf(file: string): Set<string> {
+  const anchors = new Set<string>();
+  const seen = new Map<string, number>();
+  for (const match of prose(read(file)).matchAll(/^#{1,6} (.+)$/gm)) {
+    const base = slug(match[1]!.trim());
+    const count = seen.get(base) ?? 0;
+    seen.set(base, count + 1);
+    anchors.add(count === 0 ? base : `${base}-${count}`);
+  }
+  return anchors;
+}
+
+const markdownFiles = ['README.md', ...fs.readdirSync(path.join(projectRoot, 'docs'))
+  .filter((name) => name.endsWith('.md')).map((name) => `docs/${name}`)];
+
+for (const file of markdownFiles) {
+  test(`every relative link in ${file} resolves to a file, and its #anchor to a heading there`, () => {
+    const wrong: string[] = [];
+    for (const match of prose(read(file)).matchAll(/\[[^\]]*\]\(([^)\s]+)\)/g)) {
+      const target = match[1]!;
+      if (/^[a-z][a-z0-9+.-]*:/i.test(target)) continue;
+      const [linked = '', anchor] = target.split('#');
+      const resolved = linked === '' ? file : path.posix.normalize(path.posix.join(path.posix.dirname(file), linked));
+      if (!fs.existsSync(path.join(projectRoot, resolved))) wrong.push(`${target}: no file ${resolved}`);
+      else if (anchor !== undefined && !anchorsOf(resolved).has(anchor)) wrong.push(`${target}: no such heading`);
+    }
+    assert.deepEqual(wrong, [], 'links that do not resolve');
+  });
+}
