@@ -1,13 +1,40 @@
 // A Redis that stops answering (SIGSTOP) with node-redis's per-command timeout off: deadline() still answers 503 in
 // time, answers resume after it, and a stop while Redis is still frozen is bounded by MESSAGES_SHUTDOWN_TIMEOUT_MS.
+// That timeout stays off: node-redis creates no timer per command while the service serves (issue 14).
 import assert from 'node:assert/strict';
+import { createHook } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { test } from 'node:test';
+import { createClient } from '@redis/client';
 import { makeCert, postMessage, request, serviceEnv, spawnService, startInProcess, startRedis, stopChild, tempDir, waitFor } from './helpers.ts';
 
 const digestOf = (message: string) => createHash('sha256').update(message).digest('hex');
+
+// The stacks of the timers node-redis's own code creates while `work` runs. Its per-command timeout is an
+// AbortSignal.timeout, whose timer is created from the client's commands-queue.js.
+async function redisClientTimers(work: () => Promise<void>): Promise<string[]> {
+  const stacks: string[] = [];
+  const hook = createHook({
+    init(_asyncId, type) {
+      if (type !== 'Timeout') return;
+      const limit = Error.stackTraceLimit;
+      Error.stackTraceLimit = 64;
+      const site: { stack?: string } = {};
+      Error.captureStackTrace(site);
+      Error.stackTraceLimit = limit;
+      if (/[\\/]@redis[\\/]client[\\/]/.test(site.stack ?? '')) stacks.push(site.stack!);
+    },
+  });
+  hook.enable();
+  try {
+    await work();
+  } finally {
+    hook.disable();
+  }
+  return stacks;
+}
 
 test('a stalled Redis costs each request a 503 within MESSAGES_REDIS_TIMEOUT_MS, and answers resume after it', async (t) => {
   const dir = tempDir();
@@ -77,4 +104,40 @@ test('SIGTERM while Redis is frozen, with a command outstanding, exits 0 within 
   const elapsedMs = performance.now() - started;
   assert.equal(code, 0);
   assert.ok(elapsedMs < 1500 + 1000, `exited ${elapsedMs.toFixed(0)} ms after SIGTERM`);
+});
+
+test('node-redis with its default options creates a timer per command, which redisClientTimers() sees', async (t) => {
+  const redis = await startRedis();
+  const client = createClient({ socket: { host: '127.0.0.1', port: redis.port } });
+  t.after(async () => {
+    client.destroy();
+    await redis.stop();
+  });
+  await client.connect();
+  const stacks = await redisClientTimers(async () => {
+    for (let i = 0; i < 20; i += 1) await client.get(`messages:${digestOf(String(i))}`);
+  });
+  assert.equal(stacks.length, 20);
+});
+
+// Regression (issue 14): a per-command AbortSignal.timeout cost about a third of a GET's CPU.
+test('the service\'s Redis client creates no timer while it answers POSTs and GETs (commandOptions timeout 0)', async (t) => {
+  const dir = tempDir();
+  const [redis, cert] = await Promise.all([startRedis(), makeCert(dir)]);
+  const app = await startInProcess(serviceEnv({ redis, cert, dir }));
+  t.after(async () => {
+    await app.stop();
+    await redis.stop();
+  });
+  const port = app.service.port;
+  await waitFor(async () => (await request(port, cert.ca, { path: '/readyz' })).status === 200, 10_000, '/readyz 200');
+  const statuses: number[] = [];
+  const stacks = await redisClientTimers(async () => {
+    for (let i = 0; i < 20; i += 1) {
+      statuses.push((await postMessage(port, cert.ca, `timer check ${i}`)).status);
+      statuses.push((await request(port, cert.ca, { path: `/messages/${digestOf(`timer check ${i}`)}` })).status);
+    }
+  });
+  assert.deepEqual(statuses, Array.from({ length: 20 }, () => [201, 200]).flat());
+  assert.equal(stacks.length, 0, `node-redis created ${stacks.length} timers for 40 commands, the first from:\n${stacks[0]}`);
 });
