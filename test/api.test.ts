@@ -4,6 +4,7 @@ import { createHash } from 'node:crypto';
 import https from 'node:https';
 import { after, before, describe, test } from 'node:test';
 import { closed, connect, exchange } from './attack-fixtures.ts';
+import { redisCli } from './redis-fixtures.ts';
 import { makeCert, postMessage, request, serviceEnv, startInProcess, startRedis, tempDir, type Cert, type InProcess, type RedisServer } from './helpers.ts';
 
 const fooDigest = '2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae';
@@ -229,6 +230,23 @@ describe('GET /messages/<digest>', () => {
   for (const digest of ['abc', 'g'.repeat(64), 'a'.repeat(65)]) {
     test(`answers 404 for the malformed digest ${digest.slice(0, 8)}... of length ${digest.length}`, async () => {
       assertJsonError(await get(`/messages/${digest}`), 404, `Message not found for hash: ${digest}`);
+    });
+  }
+
+  test('reads a digest of mixed case as its lower-case form, and names that in the ETag', async () => {
+    await postMessage(port, cert.ca, 'foo');
+    const mixed = [...fooDigest].map((ch, i) => (i % 2 === 0 ? ch.toUpperCase() : ch)).join('');
+    const reply = await get(`/messages/${mixed}`);
+    assert.equal(reply.status, 200);
+    assert.equal(reply.headers.etag, `"${fooDigest}"`);
+  });
+
+  // The characters on either side of 0-9, A-F and a-f: a key planted under each is never read.
+  for (const ch of ['/', ':', '@', 'G', '`', 'g']) {
+    test(`answers 404 without reading Redis for 63 hex digits and ${JSON.stringify(ch)}`, async () => {
+      const digest = `${'a'.repeat(63)}${ch}`;
+      await redisCli(redis.port, 'MSET', `messages:${digest}`, 'planted', `messages:${digest.toLowerCase()}`, 'planted');
+      assertJsonError(await get(`/messages/${encodeURIComponent(digest)}`), 404, `Message not found for hash: ${digest}`);
     });
   }
 
