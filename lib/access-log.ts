@@ -50,8 +50,8 @@ export const maxAccessLineBytes =
   45 + 28 + 3 + 16 + 16 + caps.method + caps.url + caps.version + caps.referer + caps.agent + 25;
 
 export function accessLine(req: IncomingMessage, status: number, bytes: number, elapsedMs: number | undefined): string {
-  const method = escapeField(req.method, caps.method);
-  const request = `${method} ${escapeField(req.url, caps.url)} HTTP/${escapeField(req.httpVersion, caps.version)}`;
+  // Node's parser gives a method of http.METHODS (11 letters at most) and a version of digits: nothing to escape.
+  const request = `${req.method} ${escapeField(req.url, caps.url)} HTTP/${req.httpVersion}`;
   const referer = escapeField(req.headers.referer, caps.referer);
   const agent = escapeField(req.headers['user-agent'], caps.agent);
   return line(req.socket.remoteAddress, request, status, bytes, referer, agent, elapsedMs);

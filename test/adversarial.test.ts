@@ -470,6 +470,10 @@ describe('log injection', () => {
     ['a lone CR in the referer', 'GET /healthz HTTP/1.1\r\nHost: localhost\r\nReferer: a\rb\r\n\r\n', 'GET /healthz HTTP/1.1'],
     ['NUL in the path', 'GET /\x00 HTTP/1.1\r\nHost: localhost\r\n\r\n', 'GET /\x00 HTTP/1.1'],
     ['DEL in the user agent', 'GET /healthz HTTP/1.1\r\nHost: localhost\r\nUser-Agent: a\x7fb\r\n\r\n', 'GET /healthz HTTP/1.1'],
+    // The method and version of a request that reaches a handler are logged unescaped: the parser refuses others.
+    ['an ANSI escape in the method', 'G\x1b[2JET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n', 'G\x1b[2JET /healthz HTTP/1.1'],
+    ['an unknown method', 'BREW /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n', 'BREW /healthz HTTP/1.1'],
+    ['a quote in the version', 'GET /healthz HTTP/1."\r\nHost: localhost\r\n\r\n', 'GET /healthz HTTP/1."'],
     ['TLS-wrapped garbage', '\x16\x03\x01\x00\xa5\x01"\\ \r\n\r\n', '\x16\x03\x01\x00\xa5\x01"\\ '],
   ]) {
     test(`refuses ${name} with a JSON 400 and one escaped access.log line`, async (t) => {
