@@ -282,7 +282,8 @@ describe('TLS', () => {
     const app = await serve(t);
     for (const moment of ['at start', 'after a reload']) {
       const offered = connect(app.service.port, cert.ca, { maxVersion: 'TLSv1.2', ciphers: cbcOnly });
-      await assert.rejects(offered, { code: 'ERR_SSL_SSLV3_ALERT_HANDSHAKE_FAILURE' }, moment);
+      // The alert (handshake_failure) is the protocol's; its code's prefix is OpenSSL's and differs by Node line.
+      await assert.rejects(offered, { code: /_ALERT_HANDSHAKE_FAILURE$/ }, moment);
       app.service.reload();
     }
     assert.equal((await healthz(app.service.port)).status, 200);
