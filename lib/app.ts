@@ -5,6 +5,7 @@ import type { AppLog, LineSink } from './app-log.ts';
 import { accessLine } from './access-log.ts';
 import { readMessage, type BodyLimits } from './body.ts';
 import { answerHeaders, errorAnswer, errors, HttpError, notModifiedHeaders, type Headers } from './errors.ts';
+import type { Readiness } from './readiness.ts';
 import { authorityOf, createRouter } from './router.ts';
 import type { ServiceMetrics } from './service-metrics.ts';
 import { canonicalDigest, type Store } from './store.ts';
@@ -15,6 +16,7 @@ export interface AppOptions {
   accessLog: LineSink;
   body: BodyLimits;
   metrics: Pick<ServiceMetrics, 'answered' | 'bodyRejected'>;
+  ready: () => Promise<Readiness>; // the answer of /readyz (readiness.ts)
 }
 
 // One request and its answer: when it arrived (performance.now()) and its route's name, for the logs and metrics.
@@ -24,7 +26,7 @@ type Handler = (exchange: Exchange, param: string) => Promise<void> | void;
 // A stored message never changes under its digest, so clients may cache it for good (RFC 8246).
 const immutable = 'public, max-age=31536000, immutable';
 
-export function createApp({ store, appLog, accessLog, body: bodyLimits, metrics }: AppOptions) {
+export function createApp({ store, appLog, accessLog, body: bodyLimits, metrics, ready }: AppOptions) {
   let draining = false;
 
   // `headers` are the answer's own, answerHeaders() for a body: send() adds only Connection when it closes.
@@ -86,23 +88,14 @@ export function createApp({ store, appLog, accessLog, body: bodyLimits, metrics 
     send(exchange, 200, body, headers);
   }
 
-  async function readiness(exchange: Exchange) {
-    const reason = await store.unready();
-    if (reason === undefined) {
-      sendJson(exchange, 200, '{"status":"ready"}');
-      return;
-    }
-    const body = JSON.stringify({ err_msg: `${reason}; see app.log for the cause` });
-    const headers = answerHeaders(Buffer.byteLength(body), 'no-store');
-    headers['Retry-After'] = '1';
-    send(exchange, 503, body, headers);
-  }
-
   const route = createRouter<Handler>([
     { path: '/messages', param: false, methods: { POST: postMessage } },
     { path: '/messages/', param: true, methods: { GET: getMessage } },
     { path: '/healthz', param: false, methods: { GET: (exchange) => sendJson(exchange, 200, '{"status":"ok"}') } },
-    { path: '/readyz', param: false, methods: { GET: readiness } },
+    { path: '/readyz', param: false, methods: { GET: async (exchange) => {
+      const { status, body, headers } = await ready();
+      send(exchange, status, body, headers);
+    } } },
   ]);
 
   // Refusals that come before routing: draining, an HTTP version other than 1.x, no host named.

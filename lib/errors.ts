@@ -1,5 +1,4 @@
 // Every error answer the service gives, each with its HTTP status, and the one function that renders them.
-import { STATUS_CODES } from 'node:http';
 
 export type Headers = Record<string, string | number>;
 
@@ -78,13 +77,4 @@ export function errorAnswer(err: HttpError): { headers: Headers; body: string } 
   const headers = answerHeaders(Buffer.byteLength(body), 'no-store');
   for (const name in err.headers) headers[name] = err.headers[name]!;
   return { headers, body };
-}
-
-// The same answer as bytes for the socket, for a request no handler sees; the connection closes after it.
-export function rawAnswer(err: HttpError): { bytes: string; bodyBytes: number } {
-  const { headers, body } = errorAnswer(err);
-  headers.Connection = 'close';
-  const head = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
-  const bytes = `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status]}\r\n${head}\r\n${body}`;
-  return { bytes, bodyBytes: Buffer.byteLength(body) };
 }

@@ -1,10 +1,13 @@
 // Redis Cluster (sharding), built with the official client's own cluster support.
 import { createCluster } from '@redis/client';
 import type { AppLog } from './app-log.ts';
-import { boundedCalls, type CallObserver } from './redis-calls.ts';
+import { boundedCalls } from './redis-calls.ts';
+import { callReporter, type CallObserver } from './redis-reports.ts';
 import type { HostPort, RedisConfig } from './config.ts';
-import { nodeOptions, probeKey, probeOptions, writeDurably, type RedisConnection } from './redis-connection.ts';
-import { address, closeWithin, keepConnecting, offline } from './redis-failures.ts';
+import {
+  nodeOptions, offline, readinessProbe, writeDurably, type RedisConnection,
+} from './redis-connection.ts';
+import { address, closeWithin, keepConnecting } from './redis-failures.ts';
 import { stateReporter, type StateReporter } from './redis-state.ts';
 
 const clusterSlots = 16384;
@@ -18,7 +21,7 @@ async function probeKeys<Client>(cluster: {
 }): Promise<Map<Client, string>> {
   const keys = new Map<Client, string>();
   for (let i = 0; keys.size < cluster.masters.length && i < 10_000; i += 1) {
-    const key = `${probeKey}:${i}`;
+    const key = `${readinessProbe.key}:${i}`;
     const client = await cluster.getNodeClientForKey(key, false);
     if (!keys.has(client)) keys.set(client, key);
   }
@@ -32,7 +35,7 @@ export function connectCluster(config: RedisConfig, log: AppLog, observe: CallOb
       'the cluster promotes a replica of a failed master after cluster-node-timeout',
   };
   const seeds = `cluster ${config.clusterNodes.map(address).join(',')}`;
-  const bounded = boundedCalls(config, log, seeds, observe);
+  const bounded = boundedCalls(config, callReporter(log, seeds, config, observe));
   const seedState = stateReporter(log, seeds, hints);
   const nodeStates = new Map<string, StateReporter>();
   const nodeState = (node: HostPort) => {
@@ -94,7 +97,8 @@ export function connectCluster(config: RedisConfig, log: AppLog, observe: CallOb
     // Ready means every master takes writes: any key may hash to any of them.
     probe: () => bounded('SET', async () => {
       if (cluster.masters.length === 0) throw offline();
-      await Promise.all([...await probeKeys(cluster)].map(([client, key]) => client.set(key, '1', probeOptions)));
+      const probes = [...await probeKeys(cluster)];
+      await Promise.all(probes.map(([client, key]) => client.set(key, '1', readinessProbe.options)));
     }),
     get isReady() {
       return cluster.isReady && durable.cluster.isReady;

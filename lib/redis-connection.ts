@@ -39,9 +39,11 @@ export async function writeDurably(client: Pipelines, key: string, value: string
   if (acked < config.minReplicas) throw new ReplicasMissing(acked, config.minReplicas);
 }
 
+// What a call gets while its connection is down, where node-redis would queue it instead of refusing it.
+export const offline = () => new Error('The connection to Redis is not ready');
+
 // Readiness: SET XX of a key that never exists, refused exactly when a message's SET would be; otherwise a no-op.
-export const probeKey = 'messages:readyz-probe';
-export const probeOptions = { condition: 'XX' } as const;
+export const readinessProbe = { key: 'messages:readyz-probe', options: { condition: 'XX' } } as const;
 
 // Credentials, TLS, fail-fast and backoff: the same for a standalone server and every cluster or replication node.
 export function nodeOptions(config: RedisConfig) {

@@ -7,8 +7,6 @@ export function reconnectDelay(retries: number): number {
   return Math.min(50 * 2 ** retries, 2000) + Math.floor(Math.random() * 100);
 }
 
-export const offline = () => new Error('The connection to Redis is not ready');
-
 export const address = (node: HostPort) => `${node.host}:${node.port}`;
 
 // The clients' connect() gives up when no seed answers; keep trying with the backoff single connections use.
@@ -40,3 +38,11 @@ export async function closeWithin(ms: number, close: () => Promise<unknown>, des
   clearTimeout(timer);
   if (!closed) await destroy();
 }
+
+// A client still reconnecting has no replies to wait for; a stalled server never sends the ones it owes.
+export async function closeClient(client: Closable & { isReady: boolean; isOpen: boolean }, withinMs: number) {
+  if (client.isReady) await closeWithin(withinMs, () => client.close(), () => client.destroy());
+  else if (client.isOpen) client.destroy();
+}
+
+interface Closable { close(): Promise<unknown>; destroy(): unknown }

@@ -1,10 +1,13 @@
 // Redis under Sentinel: master connections move the moment the sentinels announce a switch (sentinel-watch.ts).
 import { createClient } from '@redis/client';
 import type { AppLog } from './app-log.ts';
-import { boundedCalls, type CallObserver } from './redis-calls.ts';
+import { boundedCalls } from './redis-calls.ts';
+import { callReporter, type CallObserver } from './redis-reports.ts';
 import type { HostPort, RedisConfig } from './config.ts';
-import { nodeOptions, probeKey, probeOptions, writeDurably, type RedisConnection } from './redis-connection.ts';
-import { address, closeWithin, offline, reconnectDelay } from './redis-failures.ts';
+import {
+  nodeOptions, offline, readinessProbe, writeDurably, type RedisConnection,
+} from './redis-connection.ts';
+import { address, closeClient, reconnectDelay } from './redis-failures.ts';
 import { stateReporter } from './redis-state.ts';
 import { openReplicaReader } from './sentinel-replicas.ts';
 import { watchSentinels } from './sentinel-watch.ts';
@@ -12,7 +15,7 @@ import { watchSentinels } from './sentinel-watch.ts';
 export function connectSentinel(config: RedisConfig, log: AppLog, observe: CallObserver): RedisConnection {
   const variables = 'MESSAGES_REDIS_SENTINELS';
   const target = `master ${config.sentinelName} via sentinels ${config.sentinels.map(address).join(',')}`;
-  const bounded = boundedCalls(config, log, target, observe);
+  const bounded = boundedCalls(config, callReporter(log, target, config, observe));
   const masterState = stateReporter(log, target, {
     variables,
     refused: 'the master is down; the sentinels promote a replica once a quorum agrees, ' +
@@ -113,7 +116,8 @@ export function connectSentinel(config: RedisConfig, log: AppLog, observe: CallO
       const fromReplica = reader === undefined ? null : await reader.sentinel.get(key).catch(() => null);
       return fromReplica ?? masterLinks().main.get(key);
     }),
-    probe: () => bounded('SET', () => masterLinks().main.set(probeKey, '1', probeOptions)).then(() => undefined),
+    probe: () => bounded('SET', () => masterLinks().main.set(readinessProbe.key, '1', readinessProbe.options))
+      .then(() => undefined),
     // Reads need no replica: a read that fails on one is asked of the master.
     get master() {
       return master === undefined ? undefined : address(master);
@@ -126,14 +130,7 @@ export function connectSentinel(config: RedisConfig, log: AppLog, observe: CallO
       clearTimeout(retry);
       watch.close();
       const clients = links === undefined ? [] : [...new Set([links.main, links.durable])];
-      // close() lets replies in flight arrive, within the deadline; a client still reconnecting has none.
-      await Promise.all([
-        ...clients.map(async (client) => {
-          if (client.isReady) await closeWithin(withinMs, () => client.close(), () => client.destroy());
-          else if (client.isOpen) client.destroy();
-        }),
-        reader?.stop(withinMs),
-      ]);
+      await Promise.all([...clients.map((client) => closeClient(client, withinMs)), reader?.stop(withinMs)]);
     },
   };
 }

@@ -1,16 +1,19 @@
 // A standalone Redis server: one connection for reads and writes, and one of its own for durable writes.
 import { createClient } from '@redis/client';
 import type { AppLog } from './app-log.ts';
-import { boundedCalls, type CallObserver } from './redis-calls.ts';
+import { boundedCalls } from './redis-calls.ts';
+import { callReporter, type CallObserver } from './redis-reports.ts';
 import type { RedisConfig } from './config.ts';
-import { nodeOptions, probeKey, probeOptions, writeDurably, type RedisConnection } from './redis-connection.ts';
-import { closeWithin, offline } from './redis-failures.ts';
+import {
+  nodeOptions, offline, readinessProbe, writeDurably, type RedisConnection,
+} from './redis-connection.ts';
+import { closeClient } from './redis-failures.ts';
 import { stateReporter } from './redis-state.ts';
 
 export function connectStandalone(config: RedisConfig, log: AppLog, observe: CallObserver): RedisConnection {
   const target = config.url === undefined ? `${config.host}:${config.port}` : new URL(config.url).host;
   const state = stateReporter(log, target);
-  const bounded = boundedCalls(config, log, target, observe);
+  const bounded = boundedCalls(config, callReporter(log, target, config, observe));
   const open = () => {
     const options = nodeOptions(config);
     const client = createClient({
@@ -40,16 +43,13 @@ export function connectStandalone(config: RedisConfig, log: AppLog, observe: Cal
       await writeDurably(writer, key, value, config);
     }),
     get: (key) => bounded('GET', () => client.get(key)),
-    probe: () => bounded('SET', () => client.set(probeKey, '1', probeOptions)).then(() => undefined),
+    probe: () => bounded('SET', () => client.set(readinessProbe.key, '1', readinessProbe.options))
+      .then(() => undefined),
     get isReady() {
       return client.isReady && writer.isReady;
     },
     close: async (withinMs) => {
-      // A client still reconnecting has no replies to wait for; a stalled server never sends the ones it owes.
-      await Promise.all([...new Set([client, writer])].map(async (each) => {
-        if (each.isReady) await closeWithin(withinMs, () => each.close(), () => each.destroy());
-        else if (each.isOpen) each.destroy();
-      }));
+      await Promise.all([...new Set([client, writer])].map((each) => closeClient(each, withinMs)));
     },
   };
 }

@@ -1,6 +1,6 @@
 // A Redis link's log in every mode: one line per outage and per recovery, with a hint an operator can act on.
 import type { AppLog } from './app-log.ts';
-import { replyHint, replyKind } from './redis-replies.ts';
+import { replyHint, replyKind } from './redis-reports.ts';
 
 // What an operator can change, in the words of each mode.
 export interface Hints {

@@ -2,7 +2,7 @@
 import type { AppLog } from './app-log.ts';
 import type { RedisConfig } from './config.ts';
 import { connectCluster } from './redis-cluster.ts';
-import type { CallObserver } from './redis-calls.ts';
+import type { CallObserver } from './redis-reports.ts';
 import type { RedisConnection } from './redis-connection.ts';
 import { connectSentinel } from './redis-sentinel.ts';
 import { connectStandalone } from './redis-standalone.ts';

@@ -3,9 +3,9 @@
 import type { HostPort, RedisConfig } from './config.ts';
 import { createClient } from '@redis/client';
 import type { Bounded } from './redis-calls.ts';
-import { address, offline, reconnectDelay } from './redis-failures.ts';
+import { address, reconnectDelay } from './redis-failures.ts';
 import type { StateReporter } from './redis-state.ts';
-import { tlsOptions } from './redis-connection.ts';
+import { offline, tlsOptions } from './redis-connection.ts';
 
 export interface SentinelWatch {
   // Asks the sentinels in their configured order; the first that knows the master answers.

@@ -9,10 +9,12 @@ import { watchBodyRates } from './body.ts';
 import { createBudget } from './budget.ts';
 import { ensureCert } from './certs.ts';
 import { createConnections } from './connections.ts';
+import { createRefusals } from './refusals.ts';
 import { handshakeReporter, watchConnections } from './sockets.ts';
 import { defaultPair, type Config } from './config.ts';
 import { ConfigError } from './env.ts';
 import type { LogFiles } from './log-files.ts';
+import { readiness } from './readiness.ts';
 import { connectRedis } from './redis.ts';
 import { createStore } from './store.ts';
 import type { ServiceMetrics } from './service-metrics.ts';
@@ -55,8 +57,9 @@ export async function startService(
     budget: createBudget(config.maxBufferedBytes),
     reading: watchBodyRates(config.minBodyRate),
   };
-  const app = createApp({ store, appLog, accessLog: logs.access, body, metrics });
-  const connections = createConnections(app.handle, logs.access, config.maxBodyBytes, metrics.answered);
+  const app = createApp({ store, appLog, accessLog: logs.access, body, metrics, ready: readiness(redis) });
+  const connections = createConnections(app.handle, config.maxBodyBytes);
+  const refusals = createRefusals(connections, logs.access, metrics.answered);
 
   const server = https.createServer({
     ...pair,
@@ -86,10 +89,10 @@ export async function startService(
     redisUp: () => redis.isReady,
     redisMaster: () => redis.master,
   });
-  server.on('clientError', connections.clientError);
+  server.on('clientError', refusals.clientError);
   // RFC 9110 section 10.1.1: an expectation other than 100-continue may be ignored; Node's own answer is a bare 417.
   server.on('checkExpectation', connections.request);
-  server.on('connect', connections.connect);
+  server.on('connect', refusals.connect);
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

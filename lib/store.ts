@@ -2,7 +2,6 @@
 import { createHash } from 'node:crypto';
 import { errors } from './errors.ts';
 import { ReplicasMissing, type RedisConnection } from './redis-connection.ts';
-import { replyKind } from './redis-replies.ts';
 
 const keyPrefix = 'messages:';
 
@@ -25,8 +24,6 @@ export function canonicalDigest(value: string): string | undefined {
 export interface Store {
   put(message: string): Promise<string>;
   get(digest: string): Promise<string | null>;
-  // Why Redis cannot take a write now (for /readyz), or undefined when it can.
-  unready(): Promise<string | undefined>;
   close(withinMs: number): Promise<void>;
 }
 
@@ -51,13 +48,6 @@ export function createStore(redis: RedisConnection): Store {
       const canonical = canonicalDigest(digest);
       if (canonical === undefined) return null;
       return redis.get(keyPrefix + canonical).catch(unavailable);
-    },
-    async unready() {
-      if (!redis.isReady) return 'Redis is not reachable';
-      return redis.probe().then(() => undefined, (err: unknown) => {
-        const kind = replyKind(err);
-        return kind === undefined ? 'Redis is not reachable' : `Redis refuses writes (${kind})`;
-      });
     },
     close: (withinMs) => redis.close(withinMs),
   };

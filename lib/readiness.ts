@@ -1,0 +1,26 @@
+// /readyz: 200 while Redis takes writes, else 503 with a reason an operator (and a load balancer) can act on.
+import { answerHeaders, type Headers } from './errors.ts';
+import type { RedisConnection } from './redis-connection.ts';
+import { replyKind } from './redis-reports.ts';
+
+export interface Readiness { status: number; body: string; headers: Headers }
+
+// Why Redis cannot take a write now, or undefined when it can; the probe is refused exactly when a write would be.
+async function unready(redis: Pick<RedisConnection, 'isReady' | 'probe'>): Promise<string | undefined> {
+  if (!redis.isReady) return 'Redis is not reachable';
+  return redis.probe().then(() => undefined, (err: unknown) => {
+    const kind = replyKind(err);
+    return kind === undefined ? 'Redis is not reachable' : `Redis refuses writes (${kind})`;
+  });
+}
+
+export function readiness(redis: Pick<RedisConnection, 'isReady' | 'probe'>): () => Promise<Readiness> {
+  return async () => {
+    const reason = await unready(redis);
+    const fields = reason === undefined ? { status: 'ready' } : { err_msg: `${reason}; see app.log for the cause` };
+    const body = JSON.stringify(fields);
+    const headers = answerHeaders(Buffer.byteLength(body), 'no-store');
+    if (reason !== undefined) headers['Retry-After'] = '1';
+    return { status: reason === undefined ? 200 : 503, body, headers };
+  };
+}

@@ -1,0 +1,87 @@
+// What a Redis call's outcome tells the operator (throttled app.log lines with a hint) and the metrics; never a key.
+import type { AppLog } from './app-log.ts';
+import { ErrorReply } from '@redis/client';
+import { throttle } from './throttle.ts';
+
+const hints: Readonly<Record<string, string>> = {
+  OOM: 'maxmemory reached: raise maxmemory or set an eviction policy (maxmemory-policy)',
+  NOPERM: 'the Redis ACL user lacks a permission: ' +
+    'allow get, set and ping (and wait with MESSAGES_REDIS_MIN_REPLICAS) on ~messages:*',
+  READONLY: 'this Redis is a read-only replica: ' +
+    'point MESSAGES_REDIS_HOST / MESSAGES_REDIS_PORT at the master, or use MESSAGES_REDIS_SENTINELS',
+  MISCONF: 'Redis stopped writes because it cannot save to disk (stop-writes-on-bgsave-error): ' +
+    'see its log for the failed save',
+  LOADING: 'Redis is loading its dataset after a restart: answers resume when it is done',
+  NOAUTH: 'Redis requires a password: set MESSAGES_REDIS_PASSWORD (and MESSAGES_REDIS_USERNAME for an ACL user)',
+  MASTERDOWN: 'this replica lost its master and serves no stale data: check the master and the sentinels',
+  NOREPLICAS: 'the master has fewer good replicas than its min-replicas-to-write: check the replicas',
+  BUSY: 'Redis is running a script past its time limit: SCRIPT KILL, or wait for it',
+  CLUSTERDOWN: 'the cluster does not serve every slot: check the cluster nodes (redis-cli --cluster check)',
+};
+
+// The error's first word (OOM, NOPERM, ...), or undefined when Redis did not answer with an error.
+export function replyKind(err: unknown): string | undefined {
+  if (!(err instanceof ErrorReply)) return undefined;
+  return /^[A-Z]+/.exec(err.message)?.[0] ?? 'ERR';
+}
+
+export function replyHint(kind: string): string | undefined {
+  return Object.hasOwn(hints, kind) ? hints[kind] : undefined;
+}
+
+// Told each call's outcome (ok, error and the reply's first word, timeout, unavailable, busy) and the count in flight.
+export interface CallObserver {
+  call(command: string, outcome: string, reply: string, elapsedMs: number): void;
+  inflight(count: number): void;
+}
+
+// What boundedCalls (redis-calls.ts) reports; `command` names what was sent (SET, GET, ...), never a key or value.
+export interface CallReport {
+  ok(command: string, elapsedMs: number): void;
+  // `elapsedMs` is undefined for a failure that came after the call's deadline: logged, not counted again.
+  failed(command: string, err: unknown, elapsedMs: number | undefined): void;
+  timedOut(command: string, elapsedMs: number): void;
+  busy(): void; // no call slot within the timeout
+  inflight(count: number): void;
+}
+
+export function callReporter(log: AppLog, target: string, limits: { timeoutMs: number; maxInflight: number },
+  observe: CallObserver): CallReport {
+  const { timeoutMs, maxInflight } = limits;
+  const [missed, full] = [throttle(), throttle()];
+  const refusals = new Map<string, () => number | undefined>();
+  const refused = (command: string, kind: string) => {
+    let allow = refusals.get(kind);
+    if (allow === undefined) refusals.set(kind, allow = throttle());
+    const suppressed = allow();
+    if (suppressed === undefined) return;
+    const hint = replyHint(kind) ?? 'Redis refused the command: see the Redis log';
+    log.warn('redis_error', { target, reply: kind, command, hint, suppressed });
+  };
+  return {
+    ok: (command, elapsedMs) => observe.call(command, 'ok', '', elapsedMs),
+    failed(command, err, elapsedMs) {
+      const kind = replyKind(err);
+      if (kind !== undefined) refused(command, kind);
+      if (elapsedMs === undefined) return;
+      observe.call(command, kind === undefined ? 'unavailable' : 'error', kind ?? '', elapsedMs);
+    },
+    timedOut(command, elapsedMs) {
+      observe.call(command, 'timeout', '', elapsedMs);
+      const suppressed = missed();
+      if (suppressed === undefined) return;
+      const hint = `${target} did not answer in time: a failover, a hung server, replicas slow to acknowledge WAIT, ` +
+        'or MESSAGES_REDIS_TIMEOUT_MS too low';
+      log.warn('redis_timeout', { target, timeoutMs, missed: suppressed + 1, hint });
+    },
+    busy() {
+      observe.call('-', 'busy', '', timeoutMs);
+      const suppressed = full();
+      if (suppressed === undefined) return;
+      const hint = `${maxInflight} Redis calls were in flight for ${timeoutMs} ms: ` +
+        'raise MESSAGES_MAX_INFLIGHT or add workers, or look for a slow Redis';
+      log.warn('redis_busy', { target, maxInflight, timeoutMs, refused: suppressed + 1, hint });
+    },
+    inflight: (count) => observe.inflight(count),
+  };
+}
