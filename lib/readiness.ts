@@ -7,10 +7,10 @@ export interface Readiness { status: number; body: string; headers: Headers }
 
 // Why Redis cannot take a write now, or undefined when it can; the probe is refused exactly when a write would be.
 async function unready(redis: Pick<RedisConnection, 'isReady' | 'probe'>): Promise<string | undefined> {
-  if (!redis.isReady) return 'Redis is not reachable';
+  if (!redis.isReady) return 'Redis is not connected';
   return redis.probe().then(() => undefined, (err: unknown) => {
     const kind = replyKind(err);
-    return kind === undefined ? 'Redis is not reachable' : `Redis refuses writes (${kind})`;
+    return kind === undefined ? 'Redis is not connected' : `Redis refuses writes (${kind})`;
   });
 }
 

@@ -45,19 +45,22 @@ export interface CallReport {
   inflight(count: number): void;
 }
 
+// One redis_error line per kind per 10 s: the reply's first word, the command, a hint (the kind's unless given).
+export function refusalLog(log: AppLog, target: string): (command: string, kind: string, hint?: string) => void {
+  const throttles = new Map<string, () => number | undefined>();
+  return (command, kind, hint = replyHint(kind) ?? 'Redis refused the command: see the Redis log') => {
+    let allow = throttles.get(kind);
+    if (allow === undefined) throttles.set(kind, allow = throttle());
+    const suppressed = allow();
+    if (suppressed !== undefined) log.warn('redis_error', { target, reply: kind, command, hint, suppressed });
+  };
+}
+
 export function callReporter(log: AppLog, target: string, limits: { timeoutMs: number; maxInflight: number },
   observe: CallObserver): CallReport {
   const { timeoutMs, maxInflight } = limits;
   const [missed, full] = [throttle(), throttle()];
-  const refusals = new Map<string, () => number | undefined>();
-  const refused = (command: string, kind: string) => {
-    let allow = refusals.get(kind);
-    if (allow === undefined) refusals.set(kind, allow = throttle());
-    const suppressed = allow();
-    if (suppressed === undefined) return;
-    const hint = replyHint(kind) ?? 'Redis refused the command: see the Redis log';
-    log.warn('redis_error', { target, reply: kind, command, hint, suppressed });
-  };
+  const refused = refusalLog(log, target);
   return {
     ok: (command, elapsedMs) => observe.call(command, 'ok', '', elapsedMs),
     failed(command, err, elapsedMs) {

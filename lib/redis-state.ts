@@ -1,6 +1,6 @@
 // A Redis link's log in every mode: one line per outage and per recovery, with a hint an operator can act on.
 import type { AppLog } from './app-log.ts';
-import { replyHint, replyKind } from './redis-reports.ts';
+import { refusalLog, replyHint, replyKind } from './redis-reports.ts';
 
 // What an operator can change, in the words of each mode.
 export interface Hints {
@@ -24,7 +24,8 @@ export function describeRedisError(
   const text = err instanceof Error ? `${(err as NodeJS.ErrnoException).code ?? ''} ${err.message}` : String(err);
   let hint = 'check that Redis is running and reachable';
   const kind = replyKind(err);
-  if (kind !== undefined && kind !== 'NOAUTH' && replyHint(kind) !== undefined) {
+  // A mode with credentials of its own (the sentinels') names them for a NOAUTH; otherwise the kind's hint holds.
+  if (kind !== undefined && !(kind === 'NOAUTH' && hints.credentials !== undefined) && replyHint(kind) !== undefined) {
     hint = replyHint(kind)!;
   } else if (/ECONNREFUSED/.test(text)) {
     hint = `nothing listens at ${target}: ${hints.refused}`;
@@ -57,8 +58,12 @@ export interface StateReporter {
 export function stateReporter(log: AppLog, target: string, hints = standaloneHints): StateReporter {
   let up = false;
   let reported = false;
+  const refused = refusalLog(log, target);
   return {
     down(err) {
+      // Redis answered the handshake with an error (NOAUTH, WRONGPASS, ...): logged as every refusal is, throttled.
+      const kind = replyKind(err);
+      if (kind !== undefined) refused('connect', kind, describeRedisError(err, target, hints).hint);
       if (!up && reported) return;
       up = false;
       reported = true;

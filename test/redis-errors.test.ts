@@ -1,4 +1,4 @@
-// Redis answers with an error (OOM, NOPERM, READONLY, MISCONF, LOADING): 503 with Retry-After, one throttled
+// Redis answers with an error (OOM, NOPERM, NOAUTH, READONLY, MISCONF, LOADING): 503 with Retry-After, one throttled
 // redis_error line per kind naming the command and what to change (never the key or the value), /readyz 503 with the
 // reason, and recovery once Redis takes writes again.
 import assert from 'node:assert/strict';
@@ -74,6 +74,30 @@ test('NOPERM (an ACL user without +set): 503, a redis_error line naming the perm
   await expectRefusal(service, 'NOPERM', /allow get, set/);
   await redisCli(redis.port, 'ACL', 'SETUSER', 'reader', '+set');
   await expectRecovery(service, 'after +set was granted');
+});
+
+test('NOAUTH (Redis requires a password the service was not given): 503, a redis_error line saying to set it, /readyz 503', async (t) => {
+  const password = `pw-${process.pid}-${Date.now()}`;
+  const redis = await startRedis(['--requirepass', password]);
+  t.after(() => redis.stop());
+  const service = await startAgainst(t, redis);
+  const reply = await postMessage(service.port, service.cert.ca, 'refused by NOAUTH');
+  assert.equal(reply.status, 503, reply.body);
+  assert.ok(reply.headers['retry-after'] !== undefined, 'Retry-After');
+  // Refused while connecting: the command is the connection's handshake, and the line repeats at most once per 10 s.
+  const lines = await waitFor(() => {
+    const found = appLogEvents(service.logDir).filter((line) => line.event === 'redis_error');
+    return found.length > 0 ? found : undefined;
+  }, 5000, 'redis_error (NOAUTH) in app.log');
+  assert.equal(lines.length, 1, JSON.stringify(lines));
+  assert.deepEqual([lines[0]!.reply, lines[0]!.command], ['NOAUTH', 'connect']);
+  assert.match(String(lines[0]!.hint), /MESSAGES_REDIS_PASSWORD/);
+  assert.ok(!JSON.stringify(lines).includes(password));
+  const ready = await request(service.port, service.cert.ca, { path: '/readyz' });
+  assert.equal(ready.status, 503);
+  assert.deepEqual(JSON.parse(ready.body), { err_msg: 'Redis is not connected; see app.log for the cause' });
+  await redisCli(redis.port, '--no-auth-warning', '-a', password, 'CONFIG', 'SET', 'requirepass', '');
+  await expectRecovery(service, 'after the password was lifted');
 });
 
 test('READONLY (pointed at a replica): 503, a redis_error line saying to point at the master, /readyz 503', async (t) => {

@@ -35,7 +35,7 @@ test('answers /readyz with 503 and Retry-After while Redis is down', async () =>
   const reply = await request(port(), cert.ca, { path: '/readyz' });
   assert.equal(reply.status, 503);
   assert.equal(reply.headers['retry-after'], '1');
-  assert.match(JSON.parse(reply.body).err_msg, /Redis is not reachable/);
+  assert.match(JSON.parse(reply.body).err_msg, /Redis is not connected/);
 });
 
 test('says in app.log what is missing and how to fix it', async () => {
