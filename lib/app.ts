@@ -110,7 +110,8 @@ export function createApp({ store, appLog, accessLog, body: bodyLimits, metrics,
     }
   }
 
-  function handle(req: IncomingMessage, res: ServerResponse, received: number): void {
+  // Returns what answers an error the parser finds in the request's body while the handler runs.
+  function handle(req: IncomingMessage, res: ServerResponse, received: number) {
     const exchange = { req, res, received, route: 'other' };
     try {
       admit(req);
@@ -121,6 +122,7 @@ export function createApp({ store, appLog, accessLog, body: bodyLimits, metrics,
     } catch (err) {
       sendError(exchange, err);
     }
+    return (err: HttpError) => (res.headersSent ? req.socket.destroy() : sendError(exchange, err));
   }
 
   return {

@@ -2,13 +2,16 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
+import type { HttpError } from './errors.ts';
 import { lingeringClose } from './sockets.ts';
 
 // A request the parser has emitted. A refused one (llhttp refuses some only after emitting them) never runs.
-interface Turn { req: IncomingMessage; res: ServerResponse; received: number; state: 'waiting' | 'started' | 'refused' }
+interface Turn { req: IncomingMessage; res: ServerResponse; received: number; state: State; interrupt?: Interrupt }
+type State = 'waiting' | 'started' | 'refused';
 
-// Runs a request; `received` (performance.now()) is when it arrived.
-export type Handle = (req: IncomingMessage, res: ServerResponse, received: number) => void;
+// Runs a request (`received`: performance.now() at its arrival); what it returns answers `err` in the handler's place.
+export type Handle = (req: IncomingMessage, res: ServerResponse, received: number) => Interrupt;
+type Interrupt = (err: HttpError) => void;
 
 export interface Connection {
   socket: Socket;
@@ -57,7 +60,7 @@ export function createConnections(handle: Handle, lingerBytes: number) {
       connection.turns.shift();
       advance(connection);
     });
-    handle(next.req, next.res, next.received);
+    next.interrupt = handle(next.req, next.res, next.received);
   }
 
   return {

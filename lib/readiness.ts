@@ -10,7 +10,10 @@ async function unready(redis: Pick<RedisConnection, 'isReady' | 'probe'>): Promi
   if (!redis.isReady) return 'Redis is not connected';
   return redis.probe().then(() => undefined, (err: unknown) => {
     const kind = replyKind(err);
-    return kind === undefined ? 'Redis is not connected' : `Redis refuses writes (${kind})`;
+    if (kind !== undefined) return `Redis refuses writes (${kind})`;
+    // boundedCalls' own failures say what happened (no reply in time, no call slot free); others are the link's.
+    const said = err instanceof Error ? err.message : '';
+    return /^(Redis did not answer|No Redis call slot) within \d+ ms$/.test(said) ? said : 'Redis is not connected';
   });
 }
 

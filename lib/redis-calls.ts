@@ -8,7 +8,8 @@ export type Bounded = <T>(command: string, work: () => Promise<T>) => Promise<T>
 
 export interface CallLimits { timeoutMs: number; maxInflight: number }
 
-// `report` hears every outcome (redis-reports.ts); what it does changes no call's result.
+// `report` (redis-reports.ts) is told each outcome, but a success after the deadline, before the call settles; it
+// only logs and counts, returns nothing, and its log sinks swallow write errors (log-file.ts `writeAll`).
 export function boundedCalls({ timeoutMs, maxInflight }: CallLimits, report: CallReport): Bounded {
   let inflight = 0;
   const deadlines = createDeadlines(timeoutMs);

@@ -2,7 +2,7 @@
 import { createCluster } from '@redis/client';
 import type { AppLog } from './app-log.ts';
 import { boundedCalls } from './redis-calls.ts';
-import { callReporter, type CallObserver } from './redis-reports.ts';
+import { callReporter, refusalLog, type CallObserver } from './redis-reports.ts';
 import type { HostPort, RedisConfig } from './config.ts';
 import {
   nodeOptions, offline, readinessProbe, writeDurably, type RedisConnection,
@@ -35,12 +35,13 @@ export function connectCluster(config: RedisConfig, log: AppLog, observe: CallOb
       'the cluster promotes a replica of a failed master after cluster-node-timeout',
   };
   const seeds = `cluster ${config.clusterNodes.map(address).join(',')}`;
-  const bounded = boundedCalls(config, callReporter(log, seeds, config, observe));
-  const seedState = stateReporter(log, seeds, hints);
+  const refused = refusalLog(log);
+  const bounded = boundedCalls(config, callReporter(log, refused, seeds, config, observe));
+  const seedState = stateReporter(log, refused, seeds, hints);
   const nodeStates = new Map<string, StateReporter>();
   const nodeState = (node: HostPort) => {
     const key = address(node);
-    if (!nodeStates.has(key)) nodeStates.set(key, stateReporter(log, key, hints));
+    if (!nodeStates.has(key)) nodeStates.set(key, stateReporter(log, refused, key, hints));
     return nodeStates.get(key)!;
   };
   const open = () => {

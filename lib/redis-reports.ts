@@ -5,14 +5,15 @@ import { throttle } from './throttle.ts';
 
 const hints: Readonly<Record<string, string>> = {
   OOM: 'maxmemory reached: raise maxmemory or set an eviction policy (maxmemory-policy)',
-  NOPERM: 'the Redis ACL user lacks a permission: ' +
-    'allow get, set and ping (and wait with MESSAGES_REDIS_MIN_REPLICAS) on ~messages:*',
+  NOPERM: 'the Redis ACL user lacks a permission: allow get, set and ping on ~messages:* ' +
+    '(and wait with MESSAGES_REDIS_MIN_REPLICAS, cluster|slots in cluster mode)',
   READONLY: 'this Redis is a read-only replica: ' +
     'point MESSAGES_REDIS_HOST / MESSAGES_REDIS_PORT at the master, or use MESSAGES_REDIS_SENTINELS',
   MISCONF: 'Redis stopped writes because it cannot save to disk (stop-writes-on-bgsave-error): ' +
     'see its log for the failed save',
   LOADING: 'Redis is loading its dataset after a restart: answers resume when it is done',
-  NOAUTH: 'Redis requires a password: set MESSAGES_REDIS_PASSWORD (and MESSAGES_REDIS_USERNAME for an ACL user)',
+  NOAUTH: 'Redis requires a password: set MESSAGES_REDIS_PASSWORD (and MESSAGES_REDIS_USERNAME for an ACL user), ' +
+    'or the user:password of MESSAGES_REDIS_URL',
   MASTERDOWN: 'this replica lost its master and serves no stale data: check the master and the sentinels',
   NOREPLICAS: 'the master has fewer good replicas than its min-replicas-to-write: check the replicas',
   BUSY: 'Redis is running a script past its time limit: SCRIPT KILL, or wait for it',
@@ -38,17 +39,20 @@ export interface CallObserver {
 // What boundedCalls (redis-calls.ts) reports; `command` names what was sent (SET, GET, ...), never a key or value.
 export interface CallReport {
   ok(command: string, elapsedMs: number): void;
-  // `elapsedMs` is undefined for a failure that came after the call's deadline: logged, not counted again.
+  // `elapsedMs` is undefined for a failure after the call's deadline: not counted again; an error reply is logged.
   failed(command: string, err: unknown, elapsedMs: number | undefined): void;
   timedOut(command: string, elapsedMs: number): void;
   busy(): void; // no call slot within the timeout
   inflight(count: number): void;
 }
 
-// One redis_error line per kind per 10 s: the reply's first word, the command, a hint (the kind's unless given).
-export function refusalLog(log: AppLog, target: string): (command: string, kind: string, hint?: string) => void {
+// Writes a redis_error line: the reply's first word, the command, a hint (the kind's unless given).
+export type Refusals = (target: string, command: string, kind: string, hint?: string) => void;
+
+// One per Redis connection, shared by its calls and its handshakes: one line per kind per 10 s.
+export function refusalLog(log: AppLog): Refusals {
   const throttles = new Map<string, () => number | undefined>();
-  return (command, kind, hint = replyHint(kind) ?? 'Redis refused the command: see the Redis log') => {
+  return (target, command, kind, hint = replyHint(kind) ?? 'Redis refused the command: see the Redis log') => {
     let allow = throttles.get(kind);
     if (allow === undefined) throttles.set(kind, allow = throttle());
     const suppressed = allow();
@@ -56,16 +60,15 @@ export function refusalLog(log: AppLog, target: string): (command: string, kind:
   };
 }
 
-export function callReporter(log: AppLog, target: string, limits: { timeoutMs: number; maxInflight: number },
-  observe: CallObserver): CallReport {
+export function callReporter(log: AppLog, refused: Refusals, target: string,
+  limits: { timeoutMs: number; maxInflight: number }, observe: CallObserver): CallReport {
   const { timeoutMs, maxInflight } = limits;
   const [missed, full] = [throttle(), throttle()];
-  const refused = refusalLog(log, target);
   return {
     ok: (command, elapsedMs) => observe.call(command, 'ok', '', elapsedMs),
     failed(command, err, elapsedMs) {
       const kind = replyKind(err);
-      if (kind !== undefined) refused(command, kind);
+      if (kind !== undefined) refused(target, command, kind);
       if (elapsedMs === undefined) return;
       observe.call(command, kind === undefined ? 'unavailable' : 'error', kind ?? '', elapsedMs);
     },

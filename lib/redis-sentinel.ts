@@ -2,7 +2,7 @@
 import { createClient } from '@redis/client';
 import type { AppLog } from './app-log.ts';
 import { boundedCalls } from './redis-calls.ts';
-import { callReporter, type CallObserver } from './redis-reports.ts';
+import { callReporter, refusalLog, type CallObserver } from './redis-reports.ts';
 import type { HostPort, RedisConfig } from './config.ts';
 import {
   nodeOptions, offline, readinessProbe, writeDurably, type RedisConnection,
@@ -15,13 +15,14 @@ import { watchSentinels } from './sentinel-watch.ts';
 export function connectSentinel(config: RedisConfig, log: AppLog, observe: CallObserver): RedisConnection {
   const variables = 'MESSAGES_REDIS_SENTINELS';
   const target = `master ${config.sentinelName} via sentinels ${config.sentinels.map(address).join(',')}`;
-  const bounded = boundedCalls(config, callReporter(log, target, config, observe));
-  const masterState = stateReporter(log, target, {
+  const refused = refusalLog(log);
+  const bounded = boundedCalls(config, callReporter(log, refused, target, config, observe));
+  const masterState = stateReporter(log, refused, target, {
     variables,
     refused: 'the master is down; the sentinels promote a replica once a quorum agrees, ' +
       'and writes resume by themselves',
   });
-  const sentinelState = stateReporter(log, `sentinels ${config.sentinels.map(address).join(',')}`, {
+  const sentinelState = stateReporter(log, refused, `sentinels ${config.sentinels.map(address).join(',')}`, {
     variables,
     refused: 'start the sentinels or check MESSAGES_REDIS_SENTINELS',
     credentials: 'the sentinels refused the credentials: check MESSAGES_REDIS_SENTINEL_PASSWORD (their requirepass)',
@@ -80,7 +81,7 @@ export function connectSentinel(config: RedisConfig, log: AppLog, observe: CallO
     watch.locate().then((node) => {
       if (moves === asked) moveTo(node);
     }, (err: unknown) => {
-      masterState.down(err);
+      masterState.down(err, true);
       if (master === undefined && !closed) retry = setTimeout(() => relocate(retries + 1), reconnectDelay(retries));
     }).finally(() => {
       locating = false;

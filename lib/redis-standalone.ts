@@ -2,7 +2,7 @@
 import { createClient } from '@redis/client';
 import type { AppLog } from './app-log.ts';
 import { boundedCalls } from './redis-calls.ts';
-import { callReporter, type CallObserver } from './redis-reports.ts';
+import { callReporter, refusalLog, type CallObserver } from './redis-reports.ts';
 import type { RedisConfig } from './config.ts';
 import {
   nodeOptions, offline, readinessProbe, writeDurably, type RedisConnection,
@@ -12,8 +12,9 @@ import { stateReporter } from './redis-state.ts';
 
 export function connectStandalone(config: RedisConfig, log: AppLog, observe: CallObserver): RedisConnection {
   const target = config.url === undefined ? `${config.host}:${config.port}` : new URL(config.url).host;
-  const state = stateReporter(log, target);
-  const bounded = boundedCalls(config, callReporter(log, target, config, observe));
+  const refused = refusalLog(log);
+  const state = stateReporter(log, refused, target);
+  const bounded = boundedCalls(config, callReporter(log, refused, target, config, observe));
   const open = () => {
     const options = nodeOptions(config);
     const client = createClient({

@@ -1,6 +1,6 @@
 // A Redis link's log in every mode: one line per outage and per recovery, with a hint an operator can act on.
 import type { AppLog } from './app-log.ts';
-import { refusalLog, replyHint, replyKind } from './redis-reports.ts';
+import { replyHint, replyKind, type Refusals } from './redis-reports.ts';
 
 // What an operator can change, in the words of each mode.
 export interface Hints {
@@ -50,24 +50,25 @@ export function describeRedisError(
 }
 
 export interface StateReporter {
-  down(err: unknown): void;
+  // `callLogged`: the error came from a call, whose error reply boundedCalls has logged already.
+  down(err: unknown, callLogged?: boolean): void;
   up(fields?: Record<string, unknown>): void;
 }
 
 // Logs "redis_down" once per outage and "redis_up" once per recovery, not every reconnect attempt.
-export function stateReporter(log: AppLog, target: string, hints = standaloneHints): StateReporter {
+export function stateReporter(log: AppLog, refused: Refusals, target: string, hints = standaloneHints): StateReporter {
   let up = false;
   let reported = false;
-  const refused = refusalLog(log, target);
   return {
-    down(err) {
-      // Redis answered the handshake with an error (NOAUTH, WRONGPASS, ...): logged as every refusal is, throttled.
+    down(err, callLogged = false) {
+      // Redis answered the handshake with an error (NOAUTH, WRONGPASS, ...): logged as a call's refusal is.
       const kind = replyKind(err);
-      if (kind !== undefined) refused('connect', kind, describeRedisError(err, target, hints).hint);
+      const described = describeRedisError(err, target, hints);
+      if (kind !== undefined && !callLogged) refused(target, 'connect', kind, described.hint);
       if (!up && reported) return;
       up = false;
       reported = true;
-      log.warn('redis_down', { target, ...describeRedisError(err, target, hints) });
+      log.warn('redis_down', { target, ...described });
     },
     up(fields) {
       if (up) return;

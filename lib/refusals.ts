@@ -2,7 +2,6 @@
 import { STATUS_CODES } from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import type { Socket } from 'node:net';
-import { performance } from 'node:perf_hooks';
 import type { LineSink } from './app-log.ts';
 import { accessLine, refusedLine } from './access-log.ts';
 import type { Connection, Connections } from './connections.ts';
@@ -50,20 +49,6 @@ export function createRefusals(connections: Connections, accessLog: LineSink, an
     else connection.last = answer;
   }
 
-  // A running request whose body is cut (timeout, bad chunk) answers through its response, or closes if answered.
-  function answerThrough(socket: Socket, turn: Connection['turns'][number], err: HttpError): void {
-    if (turn.res.headersSent) {
-      socket.destroy();
-      return;
-    }
-    const { headers, body } = errorAnswer(err);
-    headers.Connection = 'close';
-    turn.res.writeHead(err.status, headers);
-    turn.res.end(body);
-    accessLog(accessLine(turn.req, err.status, Buffer.byteLength(body), undefined));
-    answered('other', turn.req.method ?? '', err.status, performance.now() - turn.received);
-  }
-
   return {
     // Malformed HTTP and timeouts: answered in JSON like every other error, then the connection closes.
     clientError(err: NodeJS.ErrnoException, socket: Socket): void {
@@ -78,8 +63,9 @@ export function createRefusals(connections: Connections, accessLog: LineSink, an
       const last = connection?.turns.at(-1);
       // A request still arriving is the one the error is about (refused by the parser, or its request timeout).
       if (last !== undefined && !last.req.complete) {
+        // A running request is answered by its handler's exchange (app.ts), or cut if its answer has begun.
         if (last.state === 'started') {
-          answerThrough(socket, last, error);
+          last.interrupt!(error);
           return;
         }
         last.state = 'refused';

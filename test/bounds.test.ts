@@ -13,7 +13,7 @@ import { promisify } from 'node:util';
 import { ResponseReader, startCapturing, type Captured } from './attack-fixtures.ts';
 import { createAppLog } from '../lib/app-log.ts';
 import { boundedCalls } from '../lib/redis-calls.ts';
-import { callReporter } from '../lib/redis-reports.ts';
+import { callReporter, refusalLog } from '../lib/redis-reports.ts';
 import { createClient } from '@redis/client';
 import { digestOf } from '../lib/store.ts';
 import { info, redisCli, redisCliBatch } from './redis-fixtures.ts';
@@ -172,7 +172,8 @@ test('a reply that came in time while the process was busy is no timeout: a 503 
   t.after(() => client.destroy());
   const lines: string[] = [];
   const limits = { timeoutMs: 200, maxInflight: 8 };
-  const bounded = boundedCalls(limits, callReporter(createAppLog((line) => lines.push(line)), 'test', limits, { call() {}, inflight() {} }));
+  const log = createAppLog((line) => lines.push(line));
+  const bounded = boundedCalls(limits, callReporter(log, refusalLog(log), 'test', limits, { call() {}, inflight() {} }));
   const reply = bounded('PING', () => client.ping());
   // node-redis writes its commands once the current turn of the loop is done.
   await new Promise((resolve) => setImmediate(resolve));

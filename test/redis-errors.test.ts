@@ -89,6 +89,16 @@ test('NOAUTH (Redis requires a password the service was not given): 503, a redis
     const found = appLogEvents(service.logDir).filter((line) => line.event === 'redis_error');
     return found.length > 0 ? found : undefined;
   }, 5000, 'redis_error (NOAUTH) in app.log');
+  // The service retries the handshake every 2 s at most: two more refused attempts, and still one line.
+  let ownConnections = 0; // each redisCli() below is one connection too
+  const attempts = async () => {
+    const info = await redisCli(redis.port, '--no-auth-warning', '-a', password, 'INFO', 'stats');
+    ownConnections += 1;
+    return Number(/total_connections_received:(\d+)/.exec(info)![1]) - ownConnections;
+  };
+  const seen = await attempts();
+  await waitFor(async () => (await attempts()) >= seen + 2, 10_000, 'two more connection attempts');
+  assert.equal(appLogEvents(service.logDir).filter((line) => line.event === 'redis_error').length, 1);
   assert.equal(lines.length, 1, JSON.stringify(lines));
   assert.deepEqual([lines[0]!.reply, lines[0]!.command], ['NOAUTH', 'connect']);
   assert.match(String(lines[0]!.hint), /MESSAGES_REDIS_PASSWORD/);

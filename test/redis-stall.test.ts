@@ -36,7 +36,7 @@ async function redisClientTimers(work: () => Promise<void>): Promise<string[]> {
   return stacks;
 }
 
-test('a stalled Redis costs each request a 503 within MESSAGES_REDIS_TIMEOUT_MS, and answers resume after it', async (t) => {
+test('a stalled Redis costs each request a 503 within MESSAGES_REDIS_TIMEOUT_MS, /readyz says so, and answers resume after it', async (t) => {
   const dir = tempDir();
   const [redis, cert] = await Promise.all([startRedis(), makeCert(dir)]);
   const app = await startInProcess(serviceEnv({ redis, cert, dir }, { MESSAGES_REDIS_TIMEOUT_MS: '300' }));
@@ -56,6 +56,8 @@ test('a stalled Redis costs each request a 503 within MESSAGES_REDIS_TIMEOUT_MS,
   const elapsedMs = performance.now() - started;
   assert.deepEqual(replies.map((reply) => reply.status), [503, 503, 503]);
   assert.ok(elapsedMs < 2000, `answered after ${elapsedMs.toFixed(0)} ms`);
+  const ready = await request(port, cert.ca, { path: '/readyz' });
+  assert.deepEqual([ready.status, JSON.parse(ready.body)], [503, { err_msg: 'Redis did not answer within 300 ms; see app.log for the cause' }]);
 
   redis.child.kill('SIGCONT');
   const reply = await waitFor(async () => {
