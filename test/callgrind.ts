@@ -65,7 +65,8 @@ try {
 const sha256 = (message: string) => createHash('sha256').update(message, 'utf8').digest('hex');
 // The mean, not the median: phases alternate above and below the steady cost, by where the collections fall.
 const mean = (values: number[]) => values.reduce((sum, value) => sum + value, 0) / values.length;
-let wrongAnswers = 0;
+// Answers with another status than their scenario's, by server, scenario and status.
+const wrongAnswers = new Map<string, number>();
 let resets = 0;
 
 // ---- a server under callgrind
@@ -144,7 +145,10 @@ async function drive(server: Traced, agent: https.Agent, ca: Buffer, scenario: S
       headers: load.post ? { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body!) } : load.fresh ? { Connection: 'close' } : {},
       agent: load.fresh ? false : agent,
     }, (res) => {
-      if (res.statusCode !== scenario.status) wrongAnswers += 1;
+      if (res.statusCode !== scenario.status) {
+        const what = `${server.name} ${scenario.title}: ${res.statusCode}`;
+        wrongAnswers.set(what, (wrongAnswers.get(what) ?? 0) + 1);
+      }
       res.resume();
       res.on('end', resolve);
       res.on('error', reject);
@@ -479,8 +483,9 @@ function report(dir: string): void {
 const from = args.includes('--from') ? path.resolve(text('--from', '.')) : undefined;
 (from === undefined ? run().then(() => report(outDir)) : Promise.resolve().then(() => report(from))).then(() => {
   if (resets > 0) console.log(`\ncallgrind: ${resets} request(s) were reset by the server and sent again.`);
-  if (wrongAnswers > 0) {
-    console.error(`callgrind: ${wrongAnswers} answer(s) with an unexpected status`);
+  if (wrongAnswers.size > 0) {
+    const counts = [...wrongAnswers].map(([what, count]) => `${count} x ${what}`).join('; ');
+    console.error(`callgrind: answers with an unexpected status: ${counts}`);
     process.exitCode = 1;
   }
 }, (err: unknown) => {
