@@ -162,6 +162,27 @@ test('a SIGTERM that arrives while the service is still starting is a clean drai
   assert.match(readIfExists(path.join(dir, 'logs', 'app.log')), /"event":"stopped"/);
 });
 
+test('an uncaught exception is logged with its stack to app.log and exits 1, for the supervisor to restart', async (t) => {
+  const dir = tempDir();
+  const cert = await makeCert(dir);
+  const preload = path.join(projectRoot, 'test', 'planted-fault.ts');
+  const child = track(spawn(process.execPath, ['--require', 'tsx/cjs', '--require', preload, path.join(projectRoot, 'server.ts')], {
+    env: { ...process.env, ...serviceEnv({ redis, cert, dir }) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  }));
+  t.after(() => stopChild(child, 'SIGKILL'));
+  await waitForOutput(child, /"event":"listening"/);
+  const exited = once(child, 'exit');
+  child.kill('SIGUSR2');
+  const [code] = await exited;
+  assert.equal(code, 1);
+  const lines = readIfExists(path.join(dir, 'logs', 'app.log')).split('\n').filter((line) => line.includes('"uncaught_exception"'));
+  assert.equal(lines.length, 1);
+  const line = JSON.parse(lines[0]!);
+  assert.equal(line.level, 'error');
+  assert.match(line.stack, /planted fault[\s\S]*planted-fault\.ts/);
+});
+
 test('a connection that never finishes its TLS handshake does not hold the drain past MESSAGES_SHUTDOWN_TIMEOUT_MS', { timeout: 30_000 }, async (t) => {
   const { service } = await start(t, { MESSAGES_SHUTDOWN_TIMEOUT_MS: '1000', MESSAGES_HEADERS_TIMEOUT_MS: '20000', MESSAGES_REQUEST_TIMEOUT_MS: '20000' });
   const silent = net.connect(service.port, '127.0.0.1');
