@@ -26,6 +26,9 @@ type Handler = (exchange: Exchange, param: string) => Promise<void> | void;
 // A stored message never changes under its digest, so clients may cache it for good (RFC 8246).
 const immutable = 'public, max-age=31536000, immutable';
 
+const healthy = '{"status":"ok"}';
+const healthyHeaders = () => answerHeaders(healthy.length, 'no-store');
+
 export function createApp({ store, appLog, accessLog, body: bodyLimits, metrics, ready }: AppOptions) {
   let draining = false;
 
@@ -39,10 +42,6 @@ export function createApp({ store, appLog, accessLog, body: bodyLimits, metrics,
     const bytes = req.method === 'HEAD' || status === 304 ? 0 : (headers['Content-Length'] as number);
     accessLog(accessLine(req, status, bytes, elapsedMs));
     metrics.answered(route, req.method ?? '', status, elapsedMs);
-  }
-
-  function sendJson(exchange: Exchange, status: number, body: string): void {
-    send(exchange, status, body, answerHeaders(Buffer.byteLength(body), 'no-store'));
   }
 
   function sendError(exchange: Exchange, err: unknown) {
@@ -91,7 +90,7 @@ export function createApp({ store, appLog, accessLog, body: bodyLimits, metrics,
   const route = createRouter<Handler>([
     { path: '/messages', param: false, methods: { POST: postMessage } },
     { path: '/messages/', param: true, methods: { GET: getMessage } },
-    { path: '/healthz', param: false, methods: { GET: (exchange) => sendJson(exchange, 200, '{"status":"ok"}') } },
+    { path: '/healthz', param: false, methods: { GET: (exchange) => send(exchange, 200, healthy, healthyHeaders()) } },
     { path: '/readyz', param: false, methods: { GET: async (exchange) => {
       const { status, body, headers } = await ready();
       send(exchange, status, body, headers);

@@ -29,7 +29,7 @@ export class HttpError extends Error {
   readonly headers: Readonly<Record<string, string>>;
 
   constructor(status: number, message: string, headers: Record<string, string> = {}) {
-    // An answer, not a fault: no stack is ever logged or shown, so none is captured (docs/performance.md).
+    // An answer, not a fault: no stack is logged or shown, so none is captured (GET missing: 0.89x CPU, 8d9445c).
     const limit = Error.stackTraceLimit;
     Error.stackTraceLimit = 0;
     super(message);

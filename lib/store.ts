@@ -23,7 +23,7 @@ export function canonicalDigest(value: string): string | undefined {
 
 export interface Store {
   put(message: string): Promise<string>;
-  get(digest: string): Promise<string | null>;
+  get(digest: string): Promise<string | null>; // `digest` as canonicalDigest returns it
   close(withinMs: number): Promise<void>;
 }
 
@@ -44,11 +44,7 @@ export function createStore(redis: RedisConnection): Store {
       });
       return digest;
     },
-    async get(digest) {
-      const canonical = canonicalDigest(digest);
-      if (canonical === undefined) return null;
-      return redis.get(keyPrefix + canonical).catch(unavailable);
-    },
+    get: (digest) => redis.get(keyPrefix + digest).catch(unavailable),
     close: (withinMs) => redis.close(withinMs),
   };
 }

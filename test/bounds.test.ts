@@ -12,6 +12,8 @@ import tls from 'node:tls';
 import { promisify } from 'node:util';
 import { ResponseReader, startCapturing, type Captured } from './attack-fixtures.ts';
 import { createAppLog } from '../lib/app-log.ts';
+import { loadConfig } from '../lib/config.ts';
+import { nodeOptions } from '../lib/redis-connection.ts';
 import { boundedCalls } from '../lib/redis-calls.ts';
 import { callReporter, refusalLog } from '../lib/redis-reports.ts';
 import { createClient } from '@redis/client';
@@ -182,6 +184,27 @@ test('a reply that came in time while the process was busy is no timeout: a 503 
   while (performance.now() < busyUntil) { /* busy */ }
   assert.equal(await reply, 'PONG');
   assert.deepEqual(lines, []);
+});
+
+test('large values sent in one turn all reach Redis at once, however busy the next turns are: no command waits a turn for a drain', async (t) => {
+  const options = nodeOptions(loadConfig({ MESSAGES_REDIS_PORT: String(redis.port) }).redis);
+  const client = createClient({ ...options, socket: { ...options.socket, host: '127.0.0.1', port: redis.port }, commandOptions: { timeout: 0 } });
+  await client.connect();
+  t.after(() => client.destroy());
+  // Sixteen 1 MB SETs, as MESSAGES_MAX_BUFFERED_BYTES lets in flight, made in one turn; then every turn takes 100 ms.
+  const value = 'v'.repeat(1_000_000);
+  const started = performance.now();
+  const replies = Array.from({ length: 16 }, (_, i) => client.set(`drain-test:${i}`, value).then(() => performance.now() - started));
+  let busy = true;
+  const spin = () => {
+    const until = performance.now() + 100;
+    while (performance.now() < until) { /* another request's body */ }
+    if (busy) setImmediate(spin);
+  };
+  setImmediate(spin);
+  const elapsed = await Promise.all(replies).finally(() => { busy = false; });
+  // Written a command a turn (a drain each), the last would come 1.6 s in; written at once, a few turns suffice.
+  assert.ok(Math.max(...elapsed) < 800, `replies after ${elapsed.map((ms) => ms.toFixed(0)).join(', ')} ms`);
 });
 
 // A POST whose body is sent in two parts: the first at once, the rest when `finish` is called.
