@@ -1,5 +1,6 @@
 // /readyz: 200 while Redis takes writes, else 503 with a reason an operator (and a load balancer) can act on.
 import { answerHeaders, type Headers } from './errors.ts';
+import { NotAnswered } from './redis-calls.ts';
 import type { RedisConnection } from './redis-connection.ts';
 import { replyKind } from './redis-reports.ts';
 
@@ -12,8 +13,7 @@ async function unready(redis: Pick<RedisConnection, 'isReady' | 'probe'>): Promi
     const kind = replyKind(err);
     if (kind !== undefined) return `Redis refuses writes (${kind})`;
     // boundedCalls' own failures say what happened (no reply in time, no call slot free); others are the link's.
-    const said = err instanceof Error ? err.message : '';
-    return /^(Redis did not answer|No Redis call slot) within \d+ ms$/.test(said) ? said : 'Redis is not connected';
+    return err instanceof NotAnswered ? err.message : 'Redis is not connected';
   });
 }
 

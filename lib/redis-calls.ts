@@ -8,6 +8,9 @@ export type Bounded = <T>(command: string, work: () => Promise<T>) => Promise<T>
 
 export interface CallLimits { timeoutMs: number; maxInflight: number }
 
+// boundedCalls' own failures: no reply, or no call slot, within the timeout.
+export class NotAnswered extends Error {}
+
 // `report` (redis-reports.ts) is told each outcome, but a success after the deadline, before the call settles; it
 // only logs and counts, returns nothing, and its log sinks swallow write errors (log-file.ts `writeAll`).
 export function boundedCalls({ timeoutMs, maxInflight }: CallLimits, report: CallReport): Bounded {
@@ -32,7 +35,7 @@ export function boundedCalls({ timeoutMs, maxInflight }: CallLimits, report: Cal
         call.done = true;
         report.timedOut(command, performance.now() - call.started);
         release();
-        reject(new Error(`Redis did not answer within ${timeoutMs} ms`));
+        reject(new NotAnswered(`Redis did not answer within ${timeoutMs} ms`));
       },
     };
     deadlines.start(call);
@@ -62,7 +65,7 @@ export function boundedCalls({ timeoutMs, maxInflight }: CallLimits, report: Cal
       const at = waiting.indexOf(entry);
       if (at !== -1) waiting[at] = undefined;
       report.busy();
-      reject(new Error(`No Redis call slot within ${timeoutMs} ms`));
+      reject(new NotAnswered(`No Redis call slot within ${timeoutMs} ms`));
     }, timeoutMs);
   });
 

@@ -45,9 +45,9 @@ export const offline = () => new Error('The connection to Redis is not ready');
 // Readiness: SET XX of a key that never exists, refused exactly when a message's SET would be; otherwise a no-op.
 export const readinessProbe = { key: 'messages:readyz-probe', options: { condition: 'XX' } } as const;
 
-// node-redis writes nothing while its socket needs a drain, then one command a turn: a mark above all a connection
-// may have in flight (MESSAGES_MAX_BUFFERED_BYTES of bodies) lets each out at once, so a busy process is no timeout.
-const highWaterMark = 2 ** 30;
+// node-redis writes nothing while its socket needs a drain, then one command a turn: above what a connection has in
+// flight (MESSAGES_MAX_BUFFERED_BYTES of bodies, 16 MiB), every command goes out at once: a busy process is no timeout.
+const highWaterMark = 64 * 2 ** 20;
 
 // Credentials, TLS, fail-fast and backoff: the same for a standalone server and every cluster or replication node.
 export function nodeOptions(config: RedisConfig) {
@@ -56,8 +56,8 @@ export function nodeOptions(config: RedisConfig) {
     ...(config.password === undefined ? {} : { password: config.password }),
     // Fail fast while disconnected instead of queueing requests that would hang until Redis returns.
     disableOfflineQueue: true,
-    // Bounds what a stalled Redis leaves queued after boundedCalls() gave up; past it, commands fail at once.
-    commandsQueueMaxLength: 10_000,
+    // Bounds what a stalled Redis leaves queued after boundedCalls() gave up, each with its value: then fail at once.
+    commandsQueueMaxLength: 2 * config.maxInflight,
     socket: { ...tlsOptions(config), connectTimeout: config.timeoutMs, reconnectStrategy: reconnectDelay,
       highWaterMark },
   };

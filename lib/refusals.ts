@@ -65,7 +65,7 @@ export function createRefusals(connections: Connections, accessLog: LineSink, an
       if (last !== undefined && !last.req.complete) {
         // A running request is answered by its handler's exchange (app.ts), or cut if its answer has begun.
         if (last.state === 'started') {
-          last.interrupt!(error);
+          (last.interrupt ?? (() => socket.destroy()))(error);
           return;
         }
         last.state = 'refused';

@@ -11,7 +11,12 @@ import { createClient } from '@redis/client';
 const [fastifyDir, certFile, keyFile, redisPort, logFile] = process.argv.slice(2);
 const Fastify = createRequire(path.join(fastifyDir, 'package.json'))('fastify');
 
-const redis = createClient({ socket: { host: '127.0.0.1', port: Number(redisPort) }, disableOfflineQueue: true, commandOptions: { timeout: 0 } });
+const redis = createClient({
+  socket: { host: '127.0.0.1', port: Number(redisPort), highWaterMark: 64 * 2 ** 20 },
+  disableOfflineQueue: true,
+  commandsQueueMaxLength: 256,
+  commandOptions: { timeout: 0 },
+});
 redis.on('error', () => {});
 await redis.connect();
 

@@ -19,10 +19,12 @@ if (certFile === undefined || keyFile === undefined || redisPort === undefined) 
 }
 
 // The options lib/redis-connection.ts and lib/redis-standalone.ts give the service's client, reconnection aside.
+// highWaterMark reaches the net.Socket (a Duplex), though node-redis's type leaves it out, as in redis-connection.ts.
+const socket = { host: '127.0.0.1', port: Number(redisPort), highWaterMark: 64 * 2 ** 20 };
 const redis = createClient({
-  socket: { host: '127.0.0.1', port: Number(redisPort) },
+  socket,
   disableOfflineQueue: true,
-  commandsQueueMaxLength: 10_000,
+  commandsQueueMaxLength: 256, // 2 x MESSAGES_MAX_INFLIGHT's default
   commandOptions: { timeout: 0 },
 });
 

@@ -67,6 +67,26 @@ test('a stalled Redis costs each request a 503 within MESSAGES_REDIS_TIMEOUT_MS,
   assert.equal(reply.body, '{"message":"before the stall"}');
 });
 
+test('a stalled Redis keeps at most 2 x MESSAGES_MAX_INFLIGHT abandoned commands queued; past that, a call is a 503 at once', async (t) => {
+  const dir = tempDir();
+  const [redis, cert] = await Promise.all([startRedis(), makeCert(dir)]);
+  const app = await startInProcess(serviceEnv({ redis, cert, dir }, { MESSAGES_REDIS_TIMEOUT_MS: '300', MESSAGES_MAX_INFLIGHT: '2' }));
+  t.after(async () => {
+    redis.child.kill('SIGCONT');
+    await app.stop();
+    await redis.stop();
+  });
+  const port = app.service.port;
+  await waitFor(async () => (await request(port, cert.ca, { path: '/readyz' })).status === 200, 10_000, '/readyz 200');
+  redis.child.kill('SIGSTOP');
+  // Each of these waits out the Redis timeout, and leaves its SET queued in the client: four fill the queue.
+  for (let i = 0; i < 4; i += 1) assert.equal((await postMessage(port, cert.ca, `abandoned ${i}`)).status, 503);
+  const started = performance.now();
+  assert.equal((await postMessage(port, cert.ca, 'past the queue')).status, 503);
+  const elapsedMs = performance.now() - started;
+  assert.ok(elapsedMs < 200, `answered after ${elapsedMs.toFixed(0)} ms, not at once`);
+});
+
 test('a stop while Redis is still frozen, with commands outstanding, ends within MESSAGES_SHUTDOWN_TIMEOUT_MS', { timeout: 20_000 }, async (t) => {
   const dir = tempDir();
   const [redis, cert] = await Promise.all([startRedis(), makeCert(dir)]);
