@@ -6,7 +6,7 @@ import { createHook } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import { createClient } from '@redis/client';
 import { makeCert, postMessage, request, serviceEnv, spawnService, startInProcess, startRedis, stopChild, tempDir, waitFor } from './helpers.ts';
 
@@ -36,18 +36,25 @@ async function redisClientTimers(work: () => Promise<void>): Promise<string[]> {
   return stacks;
 }
 
-test('a stalled Redis costs each request a 503 within MESSAGES_REDIS_TIMEOUT_MS, /readyz says so, and answers resume after it', async (t) => {
+// The service in this process on a Redis of its own, with a 300 ms Redis timeout, once /readyz is 200; its stop is
+// idempotent, so a test may stop it first.
+async function readyOnOwnRedis(t: TestContext, extra: Record<string, string>) {
   const dir = tempDir();
   const [redis, cert] = await Promise.all([startRedis(), makeCert(dir)]);
-  const app = await startInProcess(serviceEnv({ redis, cert, dir }, { MESSAGES_REDIS_TIMEOUT_MS: '300' }));
+  const app = await startInProcess(serviceEnv({ redis, cert, dir }, { MESSAGES_REDIS_TIMEOUT_MS: '300', ...extra }));
   t.after(async () => {
     redis.child.kill('SIGCONT');
     await app.stop();
     await redis.stop();
   });
   const port = app.service.port;
-  const getStored = () => request(port, cert.ca, { path: `/messages/${digestOf('before the stall')}` });
   await waitFor(async () => (await request(port, cert.ca, { path: '/readyz' })).status === 200, 10_000, '/readyz 200');
+  return { redis, cert, port, app };
+}
+
+test('a stalled Redis costs each request a 503 within MESSAGES_REDIS_TIMEOUT_MS, /readyz says so, and answers resume after it', async (t) => {
+  const { redis, cert, port } = await readyOnOwnRedis(t, {});
+  const getStored = () => request(port, cert.ca, { path: `/messages/${digestOf('before the stall')}` });
   assert.equal((await postMessage(port, cert.ca, 'before the stall')).status, 201);
 
   redis.child.kill('SIGSTOP');
@@ -68,16 +75,7 @@ test('a stalled Redis costs each request a 503 within MESSAGES_REDIS_TIMEOUT_MS,
 });
 
 test('a stalled Redis keeps at most 2 x MESSAGES_MAX_INFLIGHT abandoned commands queued; past that, a call is a 503 at once', async (t) => {
-  const dir = tempDir();
-  const [redis, cert] = await Promise.all([startRedis(), makeCert(dir)]);
-  const app = await startInProcess(serviceEnv({ redis, cert, dir }, { MESSAGES_REDIS_TIMEOUT_MS: '300', MESSAGES_MAX_INFLIGHT: '2' }));
-  t.after(async () => {
-    redis.child.kill('SIGCONT');
-    await app.stop();
-    await redis.stop();
-  });
-  const port = app.service.port;
-  await waitFor(async () => (await request(port, cert.ca, { path: '/readyz' })).status === 200, 10_000, '/readyz 200');
+  const { redis, cert, port } = await readyOnOwnRedis(t, { MESSAGES_MAX_INFLIGHT: '2' });
   redis.child.kill('SIGSTOP');
   // Each of these waits out the Redis timeout, and leaves its SET queued in the client: four fill the queue.
   for (let i = 0; i < 4; i += 1) assert.equal((await postMessage(port, cert.ca, `abandoned ${i}`)).status, 503);
@@ -88,15 +86,7 @@ test('a stalled Redis keeps at most 2 x MESSAGES_MAX_INFLIGHT abandoned commands
 });
 
 test('a stop while Redis is still frozen, with commands outstanding, ends within MESSAGES_SHUTDOWN_TIMEOUT_MS', { timeout: 20_000 }, async (t) => {
-  const dir = tempDir();
-  const [redis, cert] = await Promise.all([startRedis(), makeCert(dir)]);
-  const app = await startInProcess(serviceEnv({ redis, cert, dir }, { MESSAGES_REDIS_TIMEOUT_MS: '300', MESSAGES_SHUTDOWN_TIMEOUT_MS: '1500' }));
-  t.after(async () => {
-    redis.child.kill('SIGCONT');
-    await redis.stop();
-  });
-  const port = app.service.port;
-  await waitFor(async () => (await request(port, cert.ca, { path: '/readyz' })).status === 200, 10_000, '/readyz 200');
+  const { redis, cert, port, app } = await readyOnOwnRedis(t, { MESSAGES_SHUTDOWN_TIMEOUT_MS: '1500' });
   redis.child.kill('SIGSTOP');
   assert.deepEqual((await Promise.all([postMessage(port, cert.ca, 'frozen 1'), postMessage(port, cert.ca, 'frozen 2')])).map((r) => r.status), [503, 503]);
   const started = performance.now();
