@@ -11,7 +11,7 @@ export interface CallLimits { timeoutMs: number; maxInflight: number }
 // boundedCalls' own failures: no reply, or no call slot, within the timeout.
 export class NotAnswered extends Error {}
 
-// `report` (redis-reports.ts) is told each outcome, but a success after the deadline, before the call settles; it
+// `report` (redis-reports.ts) hears each outcome before the call settles (not a success after the deadline); it
 // only logs and counts, returns nothing, and its log sinks swallow write errors (log-file.ts `writeAll`).
 export function boundedCalls({ timeoutMs, maxInflight }: CallLimits, report: CallReport): Bounded {
   let inflight = 0;
