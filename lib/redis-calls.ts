@@ -7,7 +7,6 @@ import type { CallReport } from './redis-reports.ts';
 export type Bounded = <T>(command: string, work: () => Promise<T>) => Promise<T>;
 
 export interface CallLimits { timeoutMs: number; maxInflight: number }
-
 // boundedCalls' own failures: no reply, or no call slot, within the timeout.
 export class NotAnswered extends Error {}
 
@@ -38,8 +37,10 @@ export function boundedCalls({ timeoutMs, maxInflight }: CallLimits, report: Cal
         reject(new NotAnswered(`Redis did not answer within ${timeoutMs} ms`));
       },
     };
+    // After work(): node-redis's write, queued in it, comes before the immediate that starts the deadline.
+    const pending = work();
     deadlines.start(call);
-    work().then((value) => {
+    pending.then((value) => {
       if (call.done) return;
       deadlines.finish(call);
       report.ok(command, performance.now() - call.started);

@@ -44,8 +44,7 @@ export function connectStandalone(config: RedisConfig, log: AppLog, observe: Cal
       await writeDurably(writer, key, value, config);
     }),
     get: (key) => bounded('GET', () => client.get(key)),
-    probe: () => bounded('SET', () => client.set(readinessProbe.key, '1', readinessProbe.options))
-      .then(() => undefined),
+    probe: async () => void await bounded('SET', () => client.set(readinessProbe.key, '1', readinessProbe.options)),
     get isReady() {
       return client.isReady && writer.isReady;
     },

@@ -186,6 +186,26 @@ test('a reply that came in time while the process was busy is no timeout: a 503 
   assert.deepEqual(lines, []);
 });
 
+test('the deadline of a call starts once its command is handed to node-redis: a pause before the client writes it is no timeout', async (t) => {
+  const client = createClient({ socket: { host: '127.0.0.1', port: redis.port } });
+  await client.connect();
+  t.after(() => client.destroy());
+  const lines: string[] = [];
+  const limits = { timeoutMs: 200, maxInflight: 8 };
+  const log = createAppLog((line) => lines.push(line));
+  const bounded = boundedCalls(limits, callReporter(log, refusalLog(log), 'test', limits, { call() {}, inflight() {} }));
+  // The command goes to node-redis in an immediate queued by the call, after a 500 ms pause (a major collection).
+  const reply = bounded('PING', () => new Promise<string>((resolve, reject) => {
+    setImmediate(() => {
+      const until = performance.now() + 500;
+      while (performance.now() < until) { /* the pause */ }
+      client.ping().then(resolve, reject);
+    });
+  }));
+  assert.equal(await reply, 'PONG');
+  assert.deepEqual(lines, []);
+});
+
 test('large values sent in one turn all reach Redis at once, however busy the next turns are: no command waits a turn for a drain', async (t) => {
   const options = nodeOptions(loadConfig({ MESSAGES_REDIS_PORT: String(redis.port) }).redis);
   const client = createClient({ ...options, socket: { ...options.socket, host: '127.0.0.1', port: redis.port }, commandOptions: { timeout: 0 } });
