@@ -168,7 +168,8 @@ test('a burst of 400 concurrent 1 MB POSTs within the limits gets at least 95% 2
   assert.deepEqual([...new Set(stored)], ['1']);
 });
 
-test('a reply that came in time while the process was busy is no timeout: a 503 means Redis missed its deadline', async (t) => {
+// A client of the file's Redis and boundedCalls over it with a 200 ms timeout; `lines` collects what it logs.
+async function boundedOnRedis(t: TestContext) {
   const client = createClient({ socket: { host: '127.0.0.1', port: redis.port } });
   await client.connect();
   t.after(() => client.destroy());
@@ -176,6 +177,11 @@ test('a reply that came in time while the process was busy is no timeout: a 503 
   const limits = { timeoutMs: 200, maxInflight: 8 };
   const log = createAppLog((line) => lines.push(line));
   const bounded = boundedCalls(limits, callReporter(log, refusalLog(log), 'test', limits, { call() {}, inflight() {} }));
+  return { client, lines, bounded };
+}
+
+test('a reply that came in time while the process was busy is no timeout: a 503 means Redis missed its deadline', async (t) => {
+  const { client, lines, bounded } = await boundedOnRedis(t);
   const reply = bounded('PING', () => client.ping());
   // node-redis writes its commands once the current turn of the loop is done.
   await new Promise((resolve) => setImmediate(resolve));
@@ -187,13 +193,7 @@ test('a reply that came in time while the process was busy is no timeout: a 503 
 });
 
 test('the deadline of a call starts once its command is handed to node-redis: a pause before the client writes it is no timeout', async (t) => {
-  const client = createClient({ socket: { host: '127.0.0.1', port: redis.port } });
-  await client.connect();
-  t.after(() => client.destroy());
-  const lines: string[] = [];
-  const limits = { timeoutMs: 200, maxInflight: 8 };
-  const log = createAppLog((line) => lines.push(line));
-  const bounded = boundedCalls(limits, callReporter(log, refusalLog(log), 'test', limits, { call() {}, inflight() {} }));
+  const { client, lines, bounded } = await boundedOnRedis(t);
   // The command goes to node-redis in an immediate queued by the call, after a 500 ms pause (a major collection).
   const reply = bounded('PING', () => new Promise<string>((resolve, reject) => {
     setImmediate(() => {
