@@ -13,16 +13,11 @@ import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { projectRoot } from '../lib/config.ts';
+import { integerOption } from './cli-options.ts';
 import { freePort, makeCert, request, serviceEnv, startRedis, stopChild, tempDir, waitForOutput, type Cert } from './helpers.ts';
 
 const args = process.argv.slice(2);
-const option = (name: string, fallback: number): number => {
-  const at = args.indexOf(name);
-  if (at === -1) return fallback;
-  const value = Number(args[at + 1]);
-  if (!Number.isInteger(value) || value < 1) throw new Error(`The value of "${name}" must be an integer >= 1. Received ${args[at + 1]}`);
-  return value;
-};
+const option = (name: string, fallback: number): number => integerOption(args, name, fallback);
 const short = args.includes('--short') || process.env.BENCH_SHORT === '1';
 const roundCount = short ? 1 : option('--rounds', 1);
 const seconds = short ? 1 : option('--duration', 5);

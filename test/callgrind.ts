@@ -17,17 +17,12 @@ import https from 'node:https';
 import os from 'node:os';
 import path from 'node:path';
 import { projectRoot } from '../lib/config.ts';
+import { integerOption } from './cli-options.ts';
 import { createClient } from '@redis/client';
 import { freePort, makeCert, serviceEnv, startRedis, stopChild, tempDir, track, waitForOutput, type Cert, type RedisServer } from './helpers.ts';
 
 const args = process.argv.slice(2);
-const option = (name: string, fallback: number): number => {
-  const at = args.indexOf(name);
-  if (at === -1) return fallback;
-  const value = Number(args[at + 1]);
-  if (!Number.isInteger(value) || value < 1) throw new Error(`The value of "${name}" must be an integer >= 1. Received ${args[at + 1]}`);
-  return value;
-};
+const option = (name: string, fallback: number): number => integerOption(args, name, fallback);
 const text = (name: string, fallback: string): string => {
   const at = args.indexOf(name);
   return at === -1 ? fallback : (args[at + 1] ?? fallback);

@@ -180,6 +180,20 @@ export async function startInProcess(env: Record<string, string>): Promise<InPro
   };
 }
 
+// The service in this process on a Redis of its own, stopped with it after the test (a frozen Redis is resumed
+// first); its stop is idempotent, so a test may stop it itself.
+export async function serveOnOwnRedis(t: { after(fn: () => Promise<void>): void }, extra: Record<string, string> = {}) {
+  const dir = tempDir();
+  const [redis, cert] = await Promise.all([startRedis(), makeCert(dir)]);
+  const app = await startInProcess(serviceEnv({ redis, cert, dir }, extra));
+  t.after(async () => {
+    redis.child.kill('SIGCONT');
+    await app.stop();
+    await redis.stop();
+  });
+  return { redis, cert, app, port: app.service.port };
+}
+
 export interface Spawned { child: ChildProcess; port: number; output: () => string }
 
 // The service as its own process (`node --require tsx/cjs server.ts`), for signals and exits, not yet listening.

@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { test, type TestContext } from 'node:test';
 import { createClient } from '@redis/client';
-import { makeCert, postMessage, request, serviceEnv, spawnService, startInProcess, startRedis, stopChild, tempDir, waitFor } from './helpers.ts';
+import { makeCert, postMessage, request, serveOnOwnRedis, serviceEnv, spawnService, startRedis, stopChild, tempDir, waitFor } from './helpers.ts';
 
 const digestOf = (message: string) => createHash('sha256').update(message).digest('hex');
 
@@ -36,18 +36,9 @@ async function redisClientTimers(work: () => Promise<void>): Promise<string[]> {
   return stacks;
 }
 
-// The service in this process on a Redis of its own, with a 300 ms Redis timeout, once /readyz is 200; its stop is
-// idempotent, so a test may stop it first.
+// serveOnOwnRedis with a 300 ms Redis timeout, once /readyz is 200.
 async function readyOnOwnRedis(t: TestContext, extra: Record<string, string>) {
-  const dir = tempDir();
-  const [redis, cert] = await Promise.all([startRedis(), makeCert(dir)]);
-  const app = await startInProcess(serviceEnv({ redis, cert, dir }, { MESSAGES_REDIS_TIMEOUT_MS: '300', ...extra }));
-  t.after(async () => {
-    redis.child.kill('SIGCONT');
-    await app.stop();
-    await redis.stop();
-  });
-  const port = app.service.port;
+  const { redis, cert, app, port } = await serveOnOwnRedis(t, { MESSAGES_REDIS_TIMEOUT_MS: '300', ...extra });
   await waitFor(async () => (await request(port, cert.ca, { path: '/readyz' })).status === 200, 10_000, '/readyz 200');
   return { redis, cert, port, app };
 }
@@ -134,14 +125,7 @@ test('node-redis with its default options creates a timer per command, which red
 
 // Regression (issue 14): a per-command AbortSignal.timeout cost about a third of a GET's CPU.
 test('the service\'s Redis client creates no timer while it answers POSTs and GETs (commandOptions timeout 0)', async (t) => {
-  const dir = tempDir();
-  const [redis, cert] = await Promise.all([startRedis(), makeCert(dir)]);
-  const app = await startInProcess(serviceEnv({ redis, cert, dir }));
-  t.after(async () => {
-    await app.stop();
-    await redis.stop();
-  });
-  const port = app.service.port;
+  const { cert, port } = await serveOnOwnRedis(t);
   await waitFor(async () => (await request(port, cert.ca, { path: '/readyz' })).status === 200, 10_000, '/readyz 200');
   const statuses: number[] = [];
   const stacks = await redisClientTimers(async () => {

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import tls from 'node:tls';
 import { test } from 'node:test';
-import { makeCert, serviceEnv, spawnService, startInProcess, startRedis, stopChild, tempDir, waitFor, type Cert } from './helpers.ts';
+import { makeCert, serveOnOwnRedis, serviceEnv, spawnService, startRedis, stopChild, tempDir, waitFor, type Cert } from './helpers.ts';
 
 // The ticket a full handshake leaves the client with (TLS 1.3 sends it after the handshake).
 function firstTicket(port: number, cert: Cert): Promise<Buffer> {
@@ -47,13 +47,7 @@ test('a ticket issued before a SIGHUP reload resumes on every worker after it (M
 });
 
 test('a ticket issued before a certificate reload still resumes after it', async (t) => {
-  const dir = tempDir();
-  const [redis, cert] = await Promise.all([startRedis(), makeCert(dir)]);
-  const app = await startInProcess(serviceEnv({ redis, cert, dir }));
-  t.after(async () => {
-    await app.stop();
-    await redis.stop();
-  });
+  const { cert, app } = await serveOnOwnRedis(t);
   const ticket = await firstTicket(app.service.port, cert);
   app.service.reload();
   assert.equal(await resumes(app.service.port, cert, ticket), true);
