@@ -2,7 +2,7 @@
 import type { IncomingMessage } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Budget, Release } from './budget.ts';
-import { createSweep, type Sweep } from './sweep.ts';
+import { createSweep, type Swept } from './sweep.ts';
 import { errors } from './errors.ts';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
@@ -18,16 +18,16 @@ export function isJson(contentType: string | undefined): boolean {
 export interface BodyLimits {
   maxBytes: number; // MESSAGES_MAX_BODY_BYTES
   budget: Budget; // MESSAGES_MAX_BUFFERED_BYTES for the whole process
-  reading: Sweep<Reading> | undefined; // MESSAGES_MIN_BODY_RATE, watched by watchBodyRates(); undefined when 0
+  reading: ReturnType<typeof watchBodyRates>; // MESSAGES_MIN_BODY_RATE's sweep; undefined when 0
 }
 
-interface Reading { started: number; size: number; fail(err: Error): void }
+interface Reading extends Swept { started: number; size: number; fail(err: Error): void }
 
 // A slow start is allowed, then a minimum rate holds, as Kestrel's MinRequestBodyDataRate (240 bytes/s after 5 s).
 const rateGraceMs = 5000;
 
 // Every body being read, looked at once a second: one below `minRate` bytes/s after the grace period gets a 408.
-export function watchBodyRates(minRate: number): Sweep<Reading> | undefined {
+export function watchBodyRates(minRate: number) {
   if (minRate === 0) return undefined;
   return createSweep<Reading>(1000, (reading, now) => {
     const elapsedMs = now - reading.started;
@@ -52,6 +52,7 @@ function readBody(req: IncomingMessage, { maxBytes: limit, reading: rates }: Bod
     const reading: Reading = {
       started: performance.now(),
       size: 0,
+      slot: -1,
       fail(err) {
         settled = true;
         chunks.length = 0;

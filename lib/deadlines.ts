@@ -1,9 +1,9 @@
 // The deadlines of every Redis call on one timer: a timer and an immediate per call cost more than the call's own code.
 import { performance } from 'node:perf_hooks';
-import { createSweep } from './sweep.ts';
+import { createSweep, type Swept } from './sweep.ts';
 
 // A call's time starts once node-redis has written it: the check phase of the turn it was made in.
-export interface Deadline { started: number; done: boolean; expire(): void }
+export interface Deadline extends Swept { started: number; done: boolean; expire(): void }
 
 export function createDeadlines(timeoutMs: number) {
   // Checked every tenth of the timeout (10 to 100 ms): a call expires within 110% of it.

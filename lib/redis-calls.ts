@@ -30,6 +30,7 @@ export function boundedCalls({ timeoutMs, maxInflight }: CallLimits, report: Cal
     const call: Deadline = {
       started: performance.now(),
       done: false,
+      slot: -1,
       expire() {
         call.done = true;
         report.timedOut(command, performance.now() - call.started);

@@ -1,4 +1,4 @@
-// A static route table: exact paths plus one parameterised prefix, HEAD served by GET, 405 with Allow.
+// A static route table, the first match wins: exact paths, parameterised prefixes; HEAD served by GET; 405 with Allow.
 import { errors } from './errors.ts';
 
 type Methods<H> = Partial<Record<'GET' | 'POST', H>>;
@@ -40,35 +40,28 @@ function decodeSegment(segment: string): string {
   }
 }
 
+// A parameterised route takes one segment after its prefix, not empty; another route, its exact path.
+const matches = (route: Route<unknown>, path: string) => (route.param
+  ? path.length > route.path.length && path.startsWith(route.path) && !path.includes('/', route.path.length)
+  : path === route.path);
+
 export function createRouter<H>(table: readonly Route<H>[]) {
-  const exact = new Map<string, { methods: Methods<H>; allow: string; name: string }>();
-  const prefixed: { prefix: string; methods: Methods<H>; allow: string; name: string }[] = [];
-  for (const route of table) {
-    const name = route.param ? `${route.path}:param` : route.path;
-    const entry = { methods: route.methods, allow: allowOf(route.methods), name };
-    if (route.param) prefixed.push({ prefix: route.path, ...entry });
-    else exact.set(route.path, entry);
-  }
+  const routes = table.map((route) => ({
+    ...route,
+    allow: allowOf(route.methods),
+    name: route.param ? `${route.path}:param` : route.path,
+  }));
 
   // The handler, the parameter and the route's name ('/messages/:param'), or the 404/405 HttpError that answers.
   return function find(method: string, url: string): { handler: H; param: string; route: string } {
     const path = pathOf(url);
-    let entry = exact.get(path);
-    let param = '';
-    if (entry === undefined) {
-      for (const candidate of prefixed) {
-        const rest = path.startsWith(candidate.prefix) ? path.slice(candidate.prefix.length) : '';
-        if (rest !== '' && !rest.includes('/')) {
-          entry = candidate;
-          param = decodeSegment(rest);
-          break;
-        }
-      }
-    }
+    // The first route that matches, by a scan: a few comparisons cost less than hashing the path for a Map.
+    const entry = routes.find((route) => matches(route, path));
     if (entry === undefined) throw errors.pathNotFound();
     const key = method === 'HEAD' ? 'GET' : method;
     // hasOwn, not a plain lookup: a method named "constructor" must not reach Object.prototype.
     if (!Object.hasOwn(entry.methods, key)) throw errors.methodNotAllowed(method, entry.allow);
+    const param = entry.param ? decodeSegment(path.slice(entry.path.length)) : '';
     return { handler: entry.methods[key as keyof Methods<H>]!, param, route: entry.name };
   };
 }

@@ -28,20 +28,16 @@ export interface Store {
 }
 
 export function createStore(redis: RedisConnection): Store {
-  // Every Redis failure becomes the same fast 503; the cause is logged by the connection, not echoed.
-  const unavailable = (): never => {
-    throw errors.storageUnavailable();
+  // Every Redis failure becomes a fast 503; the cause is logged by the connection, not echoed (but missing replicas).
+  const unavailable = (err: unknown): never => {
+    throw errors.storageUnavailable(err instanceof ReplicasMissing ? `${err.message}, retry later` : undefined);
   };
   return {
     async put(message) {
       const digest = digestOf(message);
       const key = keyPrefix + digest;
       // SET of the same value under the same key is harmless, so a repeated POST needs no check first.
-      await redis.set(key, message).catch((err: unknown) => {
-        throw err instanceof ReplicasMissing
-          ? errors.storageUnavailable(`${err.message}, retry later`)
-          : errors.storageUnavailable();
-      });
+      await redis.set(key, message).catch(unavailable);
       return digest;
     },
     get: (digest) => redis.get(keyPrefix + digest).catch(unavailable),
