@@ -28,7 +28,7 @@ export interface Store {
 }
 
 export function createStore(redis: RedisConnection): Store {
-  // Every Redis failure becomes a fast 503; the cause is logged by the connection, not echoed (but missing replicas).
+  // Every Redis failure is a fast 503; the cause is logged, not echoed, but for missing replicas: the client may retry.
   const unavailable = (err: unknown): never => {
     throw errors.storageUnavailable(err instanceof ReplicasMissing ? `${err.message}, retry later` : undefined);
   };
