@@ -37,6 +37,9 @@ after(async () => {
 async function serve(t: TestContext, extra: Record<string, string> = {}): Promise<Captured> {
   const app = await startCapturing(serviceEnv({ redis, cert, dir: tempDir() }, extra));
   t.after(() => app.stop());
+  // Redis connects after the server listens: a request before that is a fast 503 (seen once, on a first POST).
+  const ready = async () => (await request(app.service.port, cert.ca, { path: '/readyz' })).status === 200;
+  await waitFor(ready, 10_000, '/readyz 200');
   return app;
 }
 
