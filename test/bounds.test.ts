@@ -19,7 +19,7 @@ import { callReporter, refusalLog } from '../lib/redis-reports.ts';
 import { createClient } from '@redis/client';
 import { digestOf } from '../lib/store.ts';
 import { info, redisCli, redisCliBatch } from './redis-fixtures.ts';
-import { makeCert, postMessage, request, serviceEnv, spawnService, startRedis, stopChild, tempDir, waitFor, type Cert, type RedisServer } from './helpers.ts';
+import { makeCert, postMessage, request, serviceEnv, spawnService, startRedis, stopChild, tempDir, untilReady, waitFor, type Cert, type RedisServer } from './helpers.ts';
 
 const run = promisify(execFile);
 
@@ -37,9 +37,7 @@ after(async () => {
 async function serve(t: TestContext, extra: Record<string, string> = {}): Promise<Captured> {
   const app = await startCapturing(serviceEnv({ redis, cert, dir: tempDir() }, extra));
   t.after(() => app.stop());
-  // Redis connects after the server listens: a request before that is a fast 503 (seen once, on a first POST).
-  const ready = async () => (await request(app.service.port, cert.ca, { path: '/readyz' })).status === 200;
-  await waitFor(ready, 10_000, '/readyz 200');
+  await untilReady(app.service.port, cert.ca); // a first POST got a 503 once, before Redis had connected
   return app;
 }
 
@@ -110,7 +108,7 @@ test('at most MESSAGES_MAX_INFLIGHT Redis calls are in flight; the rest wait and
   const app = await startCapturing(serviceEnv({ redis: stalled, cert, dir: tempDir() }, { MESSAGES_MAX_INFLIGHT: '8', MESSAGES_REDIS_TIMEOUT_MS: '3000' }));
   t.after(() => app.stop());
   const port = app.service.port;
-  await waitFor(async () => (await request(port, cert.ca, { path: '/readyz' })).status === 200, 10_000, '/readyz 200');
+  await untilReady(port, cert.ca);
   stalled.child.kill('SIGSTOP');
   // One GET is 93 bytes on the wire: *2 $3 GET $73 messages:<64 hex>.
   let started = 0;

@@ -7,7 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { digestOf } from '../lib/store.ts';
-import { freePort, makeCert, postMessage, request, serviceEnv, startInProcess, startRedis, stopChild, tempDir, track, waitFor, waitForOutput, type Cert, type RedisServer } from './helpers.ts';
+import { freePort, makeCert, postMessage, request, serviceEnv, startInProcess, startRedis, stopChild, tempDir, track, untilReady, waitFor, waitForOutput, type Cert, type RedisServer } from './helpers.ts';
 import { redisCli } from './redis-fixtures.ts';
 import { ErrorReply } from '@redis/client';
 import { createAppLog } from '../lib/app-log.ts';
@@ -57,7 +57,7 @@ async function expectRefusal(service: Started, kind: string, hint: RegExp): Prom
 }
 
 async function expectRecovery(service: Started, message: string): Promise<void> {
-  await waitFor(async () => (await request(service.port, service.cert.ca, { path: '/readyz' })).status === 200, 10_000, '/readyz 200 again');
+  await untilReady(service.port, service.cert.ca, '/readyz 200 again');
   assert.equal((await postMessage(service.port, service.cert.ca, message)).status, 201);
 }
 
@@ -148,7 +148,7 @@ test('MISCONF (a failed RDB save stops writes): 503, a redis_error line pointing
   const redis = await startRedis(['--enable-protected-configs', 'yes']);
   t.after(() => redis.stop());
   const service = await startAgainst(t, redis);
-  await waitFor(async () => (await request(service.port, service.cert.ca, { path: '/readyz' })).status === 200, 10_000, '/readyz 200');
+  await untilReady(service.port, service.cert.ca);
   // A save into /proc fails; with a save point configured, Redis then refuses writes (stop-writes-on-bgsave-error).
   await redisCli(redis.port, 'CONFIG', 'SET', 'save', '3600 1');
   await redisCli(redis.port, 'CONFIG', 'SET', 'dir', '/proc');

@@ -8,7 +8,7 @@ import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { test, type TestContext } from 'node:test';
 import { createClient } from '@redis/client';
-import { makeCert, postMessage, request, serveOnOwnRedis, serviceEnv, spawnService, startRedis, stopChild, tempDir, waitFor } from './helpers.ts';
+import { makeCert, postMessage, request, serveOnOwnRedis, serviceEnv, spawnService, startRedis, stopChild, tempDir, untilReady, waitFor } from './helpers.ts';
 
 const digestOf = (message: string) => createHash('sha256').update(message).digest('hex');
 
@@ -39,7 +39,7 @@ async function redisClientTimers(work: () => Promise<void>): Promise<string[]> {
 // serveOnOwnRedis with a 300 ms Redis timeout, once /readyz is 200.
 async function readyOnOwnRedis(t: TestContext, extra: Record<string, string>) {
   const { redis, cert, app, port } = await serveOnOwnRedis(t, { MESSAGES_REDIS_TIMEOUT_MS: '300', ...extra });
-  await waitFor(async () => (await request(port, cert.ca, { path: '/readyz' })).status === 200, 10_000, '/readyz 200');
+  await untilReady(port, cert.ca);
   return { redis, cert, port, app };
 }
 
@@ -95,7 +95,7 @@ test('SIGTERM while Redis is frozen, with a command outstanding, exits 0 within 
     redis.child.kill('SIGCONT');
     await redis.stop();
   });
-  await waitFor(async () => (await request(service.port, cert.ca, { path: '/readyz' })).status === 200, 10_000, '/readyz 200');
+  await untilReady(service.port, cert.ca);
   redis.child.kill('SIGSTOP');
   assert.equal((await postMessage(service.port, cert.ca, 'outstanding at the stop')).status, 503);
   const exited = once(service.child, 'exit');
@@ -126,7 +126,7 @@ test('node-redis with its default options creates a timer per command, which red
 // Regression (issue 14): a per-command AbortSignal.timeout cost about a third of a GET's CPU.
 test('the service\'s Redis client creates no timer while it answers POSTs and GETs (commandOptions timeout 0)', async (t) => {
   const { cert, port } = await serveOnOwnRedis(t);
-  await waitFor(async () => (await request(port, cert.ca, { path: '/readyz' })).status === 200, 10_000, '/readyz 200');
+  await untilReady(port, cert.ca);
   const statuses: number[] = [];
   const stacks = await redisClientTimers(async () => {
     for (let i = 0; i < 20; i += 1) {
