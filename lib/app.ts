@@ -4,8 +4,8 @@ import { performance } from 'node:perf_hooks';
 import type { AppLog, LineSink } from './app-log.ts';
 import { accessLine } from './access-log.ts';
 import { readMessage, type BodyLimits } from './body.ts';
-import { answerHeaders, errorAnswer, errors, HttpError, notModifiedHeaders, type Headers } from './errors.ts';
-import type { Readiness } from './readiness.ts';
+import { answerHeaders, errorAnswer, errors, HttpError, messageNotFound, notModifiedHeaders } from './errors.ts';
+import type { Answer, Headers } from './errors.ts';
 import { authorityOf, createRouter } from './router.ts';
 import type { ServiceMetrics } from './service-metrics.ts';
 import { canonicalDigest, type Store } from './store.ts';
@@ -16,7 +16,7 @@ export interface AppOptions {
   accessLog: LineSink;
   body: BodyLimits;
   metrics: Pick<ServiceMetrics, 'answered' | 'bodyRejected'>;
-  ready: () => Promise<Readiness>; // the answer of /readyz (readiness.ts)
+  ready: () => Promise<Answer>; // the answer of /readyz (readiness.ts)
 }
 
 // One request and its answer: when it arrived (performance.now()) and its route's name, for the logs and metrics.
@@ -46,14 +46,13 @@ export function createApp({ store, appLog, accessLog, body: bodyLimits, metrics,
 
   function sendError(exchange: Exchange, err: unknown) {
     if (exchange.res.headersSent) return;
-    let answer = err;
-    if (!(answer instanceof HttpError)) {
-      appLog.error('request_failed', err, { method: exchange.req.method, url: exchange.req.url?.slice(0, 256) });
-      answer = errors.internal();
-    }
-    const { headers, body } = errorAnswer(answer as HttpError);
-    send(exchange, (answer as HttpError).status, body, headers);
+    const known = err instanceof HttpError ? err : errors.internal();
+    const { method, url } = exchange.req;
+    if (known !== err) appLog.error('request_failed', err, { method, url: url?.slice(0, 256) });
+    reply(exchange, errorAnswer(known.status, known.message, known.headers));
   }
+
+  const reply = (exchange: Exchange, { status, body, headers }: Answer) => send(exchange, status, body, headers);
 
   async function postMessage(exchange: Exchange) {
     const { message, release } = await readMessage(exchange.req, bodyLimits).catch((err: unknown) => {
@@ -71,16 +70,13 @@ export function createApp({ store, appLog, accessLog, body: bodyLimits, metrics,
   async function getMessage(exchange: Exchange, param: string) {
     const digest = canonicalDigest(param);
     const message = digest === undefined ? null : await store.get(digest);
-    if (digest === undefined || message === null) throw errors.messageNotFound(param);
+    if (digest === undefined || message === null) return reply(exchange, messageNotFound(param));
     const etag = `"${digest}"`;
     const match = exchange.req.headers['if-none-match'];
     // RFC 9110 section 13.1.2: weak comparison, a list, or "*".
     const matched = match !== undefined
       && (match.trim() === '*' || match.split(',').some((tag) => tag.trim().replace(/^W\//, '') === etag));
-    if (matched) {
-      send(exchange, 304, '', notModifiedHeaders(etag, immutable));
-      return;
-    }
+    if (matched) return send(exchange, 304, '', notModifiedHeaders(etag, immutable));
     const body = `{"message":${JSON.stringify(message)}}`;
     const headers = answerHeaders(Buffer.byteLength(body), immutable);
     headers.ETag = etag;
@@ -91,10 +87,7 @@ export function createApp({ store, appLog, accessLog, body: bodyLimits, metrics,
     { path: '/messages', param: false, methods: { POST: postMessage } },
     { path: '/messages/', param: true, methods: { GET: getMessage } },
     { path: '/healthz', param: false, methods: { GET: (exchange) => send(exchange, 200, healthy, healthyHeaders()) } },
-    { path: '/readyz', param: false, methods: { GET: async (exchange) => {
-      const { status, body, headers } = await ready();
-      send(exchange, status, body, headers);
-    } } },
+    { path: '/readyz', param: false, methods: { GET: async (exchange) => reply(exchange, await ready()) } },
   ]);
 
   // Refusals that come before routing: draining, an HTTP version other than 1.x, no host named.

@@ -1,10 +1,8 @@
 // /readyz: 200 while Redis takes writes, else 503 with a reason an operator (and a load balancer) can act on.
-import { answerHeaders, type Headers } from './errors.ts';
+import { answerHeaders, type Answer } from './errors.ts';
 import { NotAnswered } from './redis-calls.ts';
 import type { RedisConnection } from './redis-connection.ts';
 import { replyKind } from './redis-reports.ts';
-
-export interface Readiness { status: number; body: string; headers: Headers }
 
 // Why Redis cannot take a write now, or undefined when it can; the probe is refused exactly when a write would be.
 async function unready(redis: Pick<RedisConnection, 'isReady' | 'probe'>): Promise<string | undefined> {
@@ -17,7 +15,7 @@ async function unready(redis: Pick<RedisConnection, 'isReady' | 'probe'>): Promi
   });
 }
 
-export function readiness(redis: Pick<RedisConnection, 'isReady' | 'probe'>): () => Promise<Readiness> {
+export function readiness(redis: Pick<RedisConnection, 'isReady' | 'probe'>): () => Promise<Answer> {
   return async () => {
     const reason = await unready(redis);
     const fields = reason === undefined ? { status: 'ready' } : { err_msg: `${reason}; see app.log for the cause` };
