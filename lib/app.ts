@@ -59,7 +59,12 @@ export function createApp({ store, appLog, accessLog, body: bodyLimits, metrics,
       if (err instanceof HttpError) metrics.bodyRejected(err.status);
       throw err;
     });
-    const digest = await store.put(message).finally(release);
+    let digest: string;
+    try {
+      digest = await store.put(message);
+    } finally {
+      release(); // not put(...).finally(release), which costs two more promises
+    }
     const body = `{"digest":"${digest}"}`;
     const headers = answerHeaders(body.length, 'no-store');
     // RFC 9110 section 15.3.2: a 201 names the resource it created.

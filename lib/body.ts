@@ -131,11 +131,10 @@ export function parseMessage(body: Buffer): string {
   return message;
 }
 
+interface Received { message: string; release: Release }
+
 // Reads a POST's message once its body fits the budget; `release` returns the bytes once it is stored or refused.
-export async function readMessage(
-  req: IncomingMessage,
-  limits: BodyLimits,
-): Promise<{ message: string; release: Release }> {
+export async function readMessage(req: IncomingMessage, limits: BodyLimits): Promise<Received> {
   if (!isJson(req.headers['content-type'])) throw errors.unsupportedMediaType(req.headers['content-type']);
   const release = await limits.budget.reserve(largestSize(req, limits.maxBytes), req);
   try {

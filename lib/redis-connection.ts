@@ -6,7 +6,7 @@ import { reconnectDelay } from './redis-failures.ts';
 // The few commands the store needs, whatever the Redis topology behind them.
 export interface RedisConnection {
   // Resolves once Redis has the write and MESSAGES_REDIS_MIN_REPLICAS replicas acknowledged it; rejects otherwise.
-  set(key: string, value: string): Promise<void>;
+  set(key: string, value: string): Promise<unknown>; // the reply is not looked at
   get(key: string): Promise<string | null>;
   // Resolves when every master accepts writes; rejects with the reason (unreachable, OOM, READONLY, NOPERM, ...).
   probe(): Promise<void>;

@@ -33,12 +33,10 @@ export function createStore(redis: RedisConnection): Store {
     throw errors.storageUnavailable(err instanceof ReplicasMissing ? `${err.message}, retry later` : undefined);
   };
   return {
-    async put(message) {
+    put(message) {
       const digest = digestOf(message);
-      const key = keyPrefix + digest;
       // SET of the same value under the same key is harmless, so a repeated POST needs no check first.
-      await redis.set(key, message).catch(unavailable);
-      return digest;
+      return redis.set(keyPrefix + digest, message).then(() => digest, unavailable);
     },
     get: (digest) => redis.get(keyPrefix + digest).catch(unavailable),
     close: (withinMs) => redis.close(withinMs),
