@@ -25,10 +25,14 @@ export function openForAppend(path: string): LiveFile {
 // Returns whether the segment was written.
 export function writeAll(live: LiveFile, segment: string[], report: Report): boolean {
   if (segment.length === 0) return true;
-  const data = Buffer.from(segment.join(''), 'utf8');
+  const text = segment.join('');
+  const bytes = Buffer.byteLength(text);
   let written = 0;
   try {
-    while (written < data.length) written += fs.writeSync(live.fd, data, written, data.length - written);
+    // The string as it is, without a Buffer of its own (a write per turn); only a partial write needs its bytes.
+    written = fs.writeSync(live.fd, text);
+    const data = written < bytes ? Buffer.from(text, 'utf8') : undefined;
+    while (written < bytes) written += fs.writeSync(live.fd, data!, written, bytes - written);
     live.size += written;
     return true;
   } catch (error) {
