@@ -30,7 +30,7 @@ export class HttpError extends Error {
   readonly headers: Readonly<Record<string, string>>;
 
   constructor(status: number, message: string, headers: Record<string, string> = {}) {
-    // An answer, not a fault: no stack is logged or shown, so none is captured (GET missing: 0.89x CPU, 8d9445c).
+    // An answer, not a fault: no stack is logged or shown, so none is captured (8d9445c: 0.89x the CPU of a 404).
     const limit = Error.stackTraceLimit;
     Error.stackTraceLimit = 0;
     super(message);
@@ -79,5 +79,5 @@ export function errorAnswer(status: number, message: string, extra: Readonly<Rec
   return { status, body, headers };
 }
 
-// An unknown digest is an answer, not a fault: no HttpError is built for it (GET missing: 0.9x the instructions).
+// An unknown digest is an answer, not a fault: no HttpError is built for it (GET missing: ~6k instructions fewer).
 export const messageNotFound = (digest: string) => errorAnswer(404, `Message not found for hash: ${capped(digest)}`);
