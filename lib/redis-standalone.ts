@@ -34,13 +34,11 @@ export function connectStandalone(config: RedisConfig, log: AppLog, observe: Cal
   const client = open();
   // WAIT holds its connection until replicas answer: durable writes get their own; reads and probes never wait.
   const writer = config.minReplicas > 0 ? open() : client;
-  // What a write sends, for the log.
-  const command = config.minReplicas === 0 ? 'SET' : 'SET+WAIT';
   return {
-    // Chosen once: an async wrapper around a plain SET cost every POST a promise.
+    // Chosen once: an async wrapper around a plain SET cost every POST a promise. The name is what the log says.
     set: config.minReplicas === 0
-      ? (key, value) => bounded(command, () => client.set(key, value))
-      : (key, value) => bounded(command, async () => {
+      ? (key, value) => bounded('SET', () => client.set(key, value))
+      : (key, value) => bounded('SET+WAIT', async () => {
         // A pipeline is queued even while offline: refuse it here as single commands are.
         if (!writer.isReady) throw offline();
         await writeDurably(writer, key, value, config);
