@@ -31,8 +31,10 @@ export function writeAll(live: LiveFile, segment: string[], report: Report): boo
   try {
     // The string as it is, without a Buffer of its own (a write per turn); only a partial write needs its bytes.
     written = fs.writeSync(live.fd, text);
-    const data = written < bytes ? Buffer.from(text, 'utf8') : undefined;
-    while (written < bytes) written += fs.writeSync(live.fd, data!, written, bytes - written);
+    if (written < bytes) {
+      const data = Buffer.from(text, 'utf8');
+      while (written < bytes) written += fs.writeSync(live.fd, data, written, bytes - written);
+    }
     live.size += written;
     return true;
   } catch (error) {
