@@ -250,8 +250,8 @@ export function request(port: number, ca: Buffer, options: RequestOptions): Prom
 }
 
 // Resolves once /readyz answers 200: Redis connects after the server listens, and a request before that is a 503.
-export async function untilReady(port: number, ca: Buffer, what = '/readyz 200'): Promise<void> {
-  await waitFor(async () => (await request(port, ca, { path: '/readyz' })).status === 200, 10_000, what);
+export async function untilReady(port: number, ca: Buffer, what = '/readyz 200', timeoutMs = 10_000): Promise<void> {
+  await waitFor(async () => (await request(port, ca, { path: '/readyz' })).status === 200, timeoutMs, what);
 }
 
 export function postMessage(port: number, ca: Buffer, message: string): Promise<Reply> {

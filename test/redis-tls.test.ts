@@ -5,7 +5,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { freePort, makeCert, postMessage, request, spawnService, startRedis, stopChild, tempDir, type Cert, type RedisServer, type Reply } from './helpers.ts';
+import { freePort, makeCert, postMessage, request, spawnService, startRedis, stopChild, tempDir, untilReady, type Cert, type RedisServer, type Reply } from './helpers.ts';
 import { makePrivateCa, pollUntil, type PrivateCa } from './redis-fixtures.ts';
 
 const password = `right-${randomBytes(12).toString('hex')}`;
@@ -61,7 +61,7 @@ for (const [form, env] of [
       ...env(), MESSAGES_REDIS_CA_FILE: ca.caFile, MESSAGES_REDIS_USERNAME: 'messages', MESSAGES_REDIS_PASSWORD: password,
     });
     t.after(() => run.stop());
-    await pollUntil('/readyz 200', async () => ((await request(run.port, cert.ca, { path: '/readyz' })).status === 200 ? true : undefined), 10_000);
+    await untilReady(run.port, cert.ca);
     const posted = await postMessage(run.port, cert.ca, `over TLS with ${form}`);
     assert.equal(posted.status, 201);
     const read = await request(run.port, cert.ca, { path: `/messages/${JSON.parse(posted.body).digest}` });

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { digestOf } from '../lib/store.ts';
-import { freePort, makeCert, postMessage, request, serviceEnv, startInProcess, stopChild, tempDir, type InProcess } from './helpers.ts';
+import { freePort, makeCert, postMessage, request, serviceEnv, startInProcess, stopChild, tempDir, untilReady, type InProcess } from './helpers.ts';
 import { get, info, inParallel, keepAliveAgent, pollUntil, post, redisCli, startGuardedSentinel, startReplicationGroup, watchSwitchMaster, type ReplicationGroup } from './redis-fixtures.ts';
 
 const writers = 4;
@@ -216,7 +216,7 @@ test('with READ_FROM_REPLICAS=1: GETs reach the replica, and one it lacks (a lag
     MESSAGES_REDIS_SENTINELS: group.sentinelList, MESSAGES_REDIS_SENTINEL_NAME: group.name, MESSAGES_REDIS_READ_FROM_REPLICAS: '1',
   }));
   const port = app.service.port;
-  await pollUntil('/readyz 200', async () => ((await request(port, cert.ca, { path: '/readyz' })).status === 200 ? true : undefined));
+  await untilReady(port, cert.ca, '/readyz 200', 20_000);
   const replicaGets = async () => Number(/calls=(\d+)/.exec((await info(group.replica.port, 'commandstats')).get('cmdstat_get') ?? '')?.[1] ?? 0);
   const read = async (message: string) => {
     const reply = await request(port, cert.ca, { path: `/messages/${digestOf(message)}` });
