@@ -102,9 +102,8 @@ export function createApp({ store, appLog, accessLog, body: bodyLimits, metrics,
     // RFC 9112 section 3.2: an HTTP/1.1 request names its host, in Host or in an absolute-form target.
     const authority = authorityOf(req.url ?? '');
     if (authority === '') throw errors.targetWithoutHost();
-    if (authority === undefined && req.headers.host === undefined && req.httpVersion === '1.1') {
-      throw errors.missingHost();
-    }
+    const hostless = authority === undefined && req.headers.host === undefined;
+    if (hostless && req.httpVersion === '1.1') throw errors.missingHost();
   }
 
   // Returns what answers an error the parser finds in the request's body while the handler runs.

@@ -30,16 +30,14 @@ export function createConnections(handle: Handle, lingerBytes: number) {
   }
 
   function connectionOf(socket: Socket): Connection {
-    let connection = connections.get(socket);
-    if (connection === undefined) {
-      const created: Connection = { socket, turns: [], closing: false, last: undefined };
-      connection = created;
-      connections.set(socket, created);
-      // Node ends a connection after its last answer with destroySoon() (end, then destroy at once): linger instead.
-      socket.destroySoon = () => close(socket, created);
-      // Read while open, the address is kept by Node: the access log still has it for a client that left early.
-      void socket.remoteAddress;
-    }
+    const known = connections.get(socket);
+    if (known !== undefined) return known;
+    const connection: Connection = { socket, turns: [], closing: false, last: undefined };
+    connections.set(socket, connection);
+    // Node ends a connection after its last answer with destroySoon() (end, then destroy at once): linger instead.
+    socket.destroySoon = () => close(socket, connection);
+    // Read while open, the address is kept by Node: the access log still has it for a client that left early.
+    void socket.remoteAddress;
     return connection;
   }
 

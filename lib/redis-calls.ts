@@ -10,8 +10,7 @@ export interface CallLimits { timeoutMs: number; maxInflight: number }
 // boundedCalls' own failures: no reply, or no call slot, within the timeout.
 export class NotAnswered extends Error {}
 
-// `report` (redis-reports.ts) hears each outcome before the call settles (not a success after the deadline); it
-// only logs and counts, returns nothing, and its log sinks swallow write errors (log-file.ts `writeAll`).
+// `report` (redis-reports.ts) hears each outcome before the call settles; it only logs and counts, and never throws.
 export function boundedCalls({ timeoutMs, maxInflight }: CallLimits, report: CallReport): Bounded {
   let inflight = 0;
   const deadlines = createDeadlines(timeoutMs);
@@ -38,8 +37,14 @@ export function boundedCalls({ timeoutMs, maxInflight }: CallLimits, report: Cal
         reject(new NotAnswered(`Redis did not answer within ${timeoutMs} ms`));
       },
     };
-    // After work(): node-redis's write, queued in it, comes before the immediate that starts the deadline.
-    const pending = work();
+    // After work(): node-redis's write, queued in it, comes before the immediate that starts the deadline. A throw
+    // before work() returns is its rejection: left to the executor, it would keep the slot for good.
+    let pending: Promise<T>;
+    try {
+      pending = work();
+    } catch (err) {
+      pending = Promise.reject(err);
+    }
     deadlines.start(call);
     pending.then((value) => {
       if (call.done) return;

@@ -207,6 +207,15 @@ test('the deadline of a call starts once its command is handed to node-redis: a 
   assert.deepEqual(lines, []);
 });
 
+test('a call whose work throws before it returns a promise gives its slot back: MESSAGES_MAX_INFLIGHT of them take none', async (t) => {
+  const { client, bounded } = await boundedOnRedis(t);
+  for (let i = 0; i < 8; i += 1) {
+    await assert.rejects(bounded('SET', () => { throw new Error('no master known'); }), /no master known/);
+  }
+  // With the eight slots kept, this call would wait 200 ms for one and fail with "No Redis call slot".
+  assert.equal(await bounded('PING', () => client.ping()), 'PONG');
+});
+
 test('large values sent in one turn all reach Redis at once, however busy the next turns are: no command waits a turn for a drain', async (t) => {
   const options = nodeOptions(loadConfig({ MESSAGES_REDIS_PORT: String(redis.port) }).redis);
   const client = createClient({ ...options, socket: { ...options.socket, host: '127.0.0.1', port: redis.port }, commandOptions: { timeout: 0 } });
