@@ -50,6 +50,7 @@ export type RedisConfig = Integers<typeof redisIntegers> & {
   sentinels: HostPort[];
   sentinelName: string;
   sentinelPassword: string | undefined; // the sentinels' own (requirepass), not the master's
+  maxBufferedBytes: number; // MESSAGES_MAX_BUFFERED_BYTES: it bounds the values a connection has in flight
 };
 
 export type Config = Integers<typeof integers> & {
@@ -77,6 +78,7 @@ function workers(env: Env): number {
 
 export function loadConfig(env: Env = process.env): Readonly<Config> {
   const url = read.redisUrl(env);
+  const values = readIntegers(env, integers);
   const caFile = read.optional(env, 'MESSAGES_REDIS_CA_FILE');
   const redis: RedisConfig = {
     ...readIntegers(env, redisIntegers),
@@ -91,6 +93,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     sentinels: read.hostPortList(env, 'MESSAGES_REDIS_SENTINELS'),
     sentinelName: read.text(env, 'MESSAGES_REDIS_SENTINEL_NAME', 'mymaster'),
     sentinelPassword: read.optional(env, 'MESSAGES_REDIS_SENTINEL_PASSWORD'),
+    maxBufferedBytes: values.maxBufferedBytes,
   };
   if (redis.clusterNodes.length > 0 && redis.sentinels.length > 0) {
     throw new ConfigError('The values of "MESSAGES_REDIS_CLUSTER_NODES" and "MESSAGES_REDIS_SENTINELS" ' +
@@ -104,7 +107,7 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
     }
   }
   const config: Config = {
-    ...readIntegers(env, integers),
+    ...values,
     bind: read.text(env, 'MESSAGES_BIND', '0.0.0.0'),
     metricsBind: read.text(env, 'MESSAGES_METRICS_BIND', '127.0.0.1'),
     workers: workers(env),

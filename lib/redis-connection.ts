@@ -45,10 +45,6 @@ export const offline = () => new Error('The connection to Redis is not ready');
 // Readiness: SET XX of a key that never exists, refused exactly when a message's SET would be; otherwise a no-op.
 export const readinessProbe = { key: 'messages:readyz-probe', options: { condition: 'XX' } } as const;
 
-// node-redis writes nothing while its socket needs a drain, then one command a turn: above what a connection has in
-// flight (MESSAGES_MAX_BUFFERED_BYTES of bodies, 16 MiB), every command goes out at once: a busy process is no timeout.
-const highWaterMark = 64 * 2 ** 20;
-
 // Credentials, TLS, fail-fast and backoff: the same for a standalone server and every cluster or replication node.
 export function nodeOptions(config: RedisConfig) {
   return {
@@ -58,8 +54,10 @@ export function nodeOptions(config: RedisConfig) {
     disableOfflineQueue: true,
     // Bounds what a stalled Redis leaves queued after boundedCalls() gave up, each with its value: then fail at once.
     commandsQueueMaxLength: 2 * config.maxInflight,
+    // node-redis writes nothing while its socket needs a drain, then a command a turn: above the values in flight
+    // (MESSAGES_MAX_BUFFERED_BYTES) and 48 MiB more, all go out at once, and a busy process is no timeout (64 MiB).
     socket: { ...tlsOptions(config), connectTimeout: config.timeoutMs, reconnectStrategy: reconnectDelay,
-      highWaterMark },
+      highWaterMark: config.maxBufferedBytes + 48 * 2 ** 20 },
   };
 }
 

@@ -238,6 +238,17 @@ test('large values sent in one turn all reach Redis at once, however busy the ne
   assert.ok(Math.max(...elapsed) < 1200, `replies after ${elapsed.map((ms) => ms.toFixed(0)).join(', ')} ms`);
 });
 
+test('the Redis socket\'s high-water mark stays above the bodies MESSAGES_MAX_BUFFERED_BYTES lets in flight, however large', () => {
+  for (const budget of [16, 16_777_216, 268_435_456]) {
+    const config = loadConfig({ MESSAGES_MAX_BODY_BYTES: '16', MESSAGES_MAX_BUFFERED_BYTES: String(budget) });
+    const mark = nodeOptions(config.redis).socket.highWaterMark;
+    // Below the bodies in flight, the test above would fail with that budget: commands would wait a turn each.
+    assert.ok(mark > budget, `mark ${mark} for MESSAGES_MAX_BUFFERED_BYTES=${budget}`);
+  }
+  // The default's mark, which the test above proves, is the 64 MiB it was when it was a constant.
+  assert.equal(nodeOptions(loadConfig({}).redis).socket.highWaterMark, 64 * 2 ** 20);
+});
+
 // A POST whose body is sent in two parts: the first at once, the rest when `finish` is called.
 function postInParts(port: number, body: string, firstBytes: number) {
   const req = https.request({ host: '127.0.0.1', servername: 'localhost', port, ca: cert.ca, agent: false, method: 'POST', path: '/messages',
