@@ -73,22 +73,23 @@ export function connectCluster(config: RedisConfig, log: AppLog, observe: CallOb
   // WAIT holds its connection until replicas answer: durable writes get their own per master, so reads never wait.
   const durable = config.minReplicas > 0 ? open() : main;
 
-  // What a write sends, for the log.
-  const command = config.minReplicas === 0 ? 'SET' : 'SET+WAIT';
+  // node-redis sends WAIT to all shards (its request policy): pipeline it behind the SET on the key's master.
+  const setDurably = async (key: string, value: string) => {
+    const master = await durable.cluster.getNodeClientForKey(key, false);
+    if (!master.isReady) throw offline();
+    try {
+      await writeDurably(master, key, value, config);
+    } catch (err) {
+      // The slot moved: a plain SET follows the redirect and refreshes the slot map for the client's retry.
+      if (isRedirect(err)) await durable.cluster.set(key, value);
+      throw err;
+    }
+  };
   return {
-    set: (key, value) => bounded(command, async () => {
-      if (config.minReplicas === 0) return void await cluster.set(key, value);
-      // node-redis sends WAIT to all shards (its request policy): pipeline it behind the SET on the key's master.
-      const master = await durable.cluster.getNodeClientForKey(key, false);
-      if (!master.isReady) throw offline();
-      try {
-        await writeDurably(master, key, value, config);
-      } catch (err) {
-        // The slot moved: a plain SET follows the redirect and refreshes the slot map for the client's retry.
-        if (isRedirect(err)) await durable.cluster.set(key, value);
-        throw err;
-      }
-    }),
+    // Chosen once, as in connectStandalone; the name is what the log says.
+    set: config.minReplicas === 0
+      ? (key, value) => bounded('SET', () => cluster.set(key, value))
+      : (key, value) => bounded('SET+WAIT', () => setDurably(key, value)),
     get: (key) => bounded('GET', async () => {
       if (!config.readFromReplicas) return cluster.get(key);
       // A replica may be down or behind: a miss there is asked again of the master before it becomes a 404.

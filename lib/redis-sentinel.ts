@@ -103,16 +103,17 @@ export function connectSentinel(config: RedisConfig, log: AppLog, observe: CallO
     return links;
   };
 
-  // What a write sends, for the log.
-  const command = config.minReplicas === 0 ? 'SET' : 'SET+WAIT';
   return {
-    set: (key, value) => bounded(command, async () => {
-      const { main, durable } = masterLinks();
-      if (config.minReplicas === 0) return void await main.set(key, value);
-      // A pipeline is queued even while offline: refuse it here as single commands are.
-      if (!durable.isReady) throw offline();
-      await writeDurably(durable, key, value, config);
-    }),
+    // Chosen once, as in connectStandalone; the name is what the log says. masterLinks() throws while no master is
+    // known: boundedCalls takes that as the call's failure.
+    set: config.minReplicas === 0
+      ? (key, value) => bounded('SET', () => masterLinks().main.set(key, value))
+      : (key, value) => bounded('SET+WAIT', async () => {
+        const { durable } = masterLinks();
+        // A pipeline is queued even while offline: refuse it here as single commands are.
+        if (!durable.isReady) throw offline();
+        await writeDurably(durable, key, value, config);
+      }),
     get: (key) => bounded('GET', async () => {
       const fromReplica = reader === undefined ? null : await reader.sentinel.get(key).catch(() => null);
       return fromReplica ?? masterLinks().main.get(key);
