@@ -127,6 +127,10 @@ function processMetrics(registry: Registry, version: string): void {
     });
   const descriptors = () => fs.readdirSync('/proc/self/fd').length;
   registry.sampled('process_open_fds', 'Open file descriptors.', 'gauge', one(descriptors));
+  // Read at each sample: the soft limit may be changed while the process runs (prlimit).
+  const limits = /^Max open files\s+(\d+)/m;
+  const allowed = () => Number(limits.exec(fs.readFileSync('/proc/self/limits', 'utf8'))?.[1] ?? NaN);
+  registry.sampled('process_max_fds', 'File descriptors allowed (the soft limit).', 'min', one(allowed));
   registry.sampled('process_start_time_seconds', 'Start time, seconds since the epoch.', 'min', one(() => started));
   registry.sampled('messages_build_info', 'The running version and Node.js.', 'max',
     () => ({ [labels({ version, nodejs: process.version })]: 1 }));

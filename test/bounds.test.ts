@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { once } from 'node:events';
+import fs from 'node:fs';
 import https from 'node:https';
 import net from 'node:net';
 import { performance } from 'node:perf_hooks';
@@ -247,6 +248,39 @@ test('the Redis socket\'s high-water mark stays above the bodies MESSAGES_MAX_BU
   }
   // The default's mark, which the test above proves, is the 64 MiB it was when it was a constant.
   assert.equal(nodeOptions(loadConfig({}).redis).socket.highWaterMark, 64 * 2 ** 20);
+});
+
+test('a connection flood past the file-descriptor limit leaves the service up: the excess is closed at once, and it serves again after', { timeout: 60_000 }, async (t) => {
+  const service = await spawnService(serviceEnv({ redis, cert, dir: tempDir() }));
+  t.after(() => stopChild(service.child));
+  await untilReady(service.port, cert.ca);
+  const pid = service.child.pid!;
+  // Room for 20 connections more than the service holds now (listener, logs, Redis, its own descriptors).
+  const limit = fs.readdirSync(`/proc/${pid}/fd`).length + 20;
+  await run('prlimit', ['--pid', String(pid), `--nofile=${limit}:${limit}`]);
+  const flood = Array.from({ length: 100 }, () => {
+    const socket = net.connect({ port: service.port, host: '127.0.0.1' });
+    const entry = { socket, closedByServer: false };
+    socket.on('error', () => { entry.closedByServer = true; });
+    socket.on('close', () => { entry.closedByServer = true; });
+    return entry;
+  });
+  t.after(() => { for (const { socket } of flood) socket.destroy(); });
+  // The connections that find no descriptor are accepted and closed at once (libuv's reserve descriptor): none waits.
+  const closed = await waitFor(() => {
+    const count = flood.filter((entry) => entry.closedByServer).length;
+    return count >= 60 ? count : undefined;
+  }, 5000, 'the connections past the limit to be closed');
+  assert.ok(closed <= 100 - 10, `${closed} of 100 closed: the limit left no room for the first ones`);
+  assert.equal(service.child.exitCode, null, 'the service exited');
+  for (const { socket } of flood) socket.destroy();
+  // Once the flood is gone, every descriptor is free again: a POST and its GET work on the same process.
+  await waitFor(async () => (await healthz(service.port)).status === 200, 10_000, '/healthz 200 after the flood');
+  const posted = await postMessage(service.port, cert.ca, 'after the flood');
+  assert.equal(posted.status, 201);
+  const digest = digestOf('after the flood');
+  assert.equal((await request(service.port, cert.ca, { path: `/messages/${digest}` })).body, '{"message":"after the flood"}');
+  assert.equal(await stopChild(service.child), 0);
 });
 
 // A POST whose body is sent in two parts: the first at once, the rest when `finish` is called.

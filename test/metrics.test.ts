@@ -109,6 +109,17 @@ test('GET /metrics answers on its own plain-HTTP port with the text format promt
   }
 });
 
+test('process_max_fds is the descriptor limit the kernel enforces now, and process_open_fds counts the open ones', async (t) => {
+  const { service, metricsPort } = await startWithMetrics(t);
+  const pid = service.child.pid!;
+  const limit = fs.readdirSync(`/proc/${pid}/fd`).length + 500;
+  execFileSync('prlimit', ['--pid', String(pid), `--nofile=${limit}:${limit}`]);
+  const { body } = await scrape(metricsPort);
+  assert.equal(valueOf(body, 'process_max_fds'), limit);
+  const open = fs.readdirSync(`/proc/${pid}/fd`).length;
+  assert.ok(Math.abs(valueOf(body, 'process_open_fds')! - open) <= 2, `open ${open}, ${body.match(/process_open_fds .*/)?.[0]}`);
+});
+
 test('with two workers the primary sums their counters, and a worker that dies takes none of them with it', { timeout: 60_000 }, async (t) => {
   const { service, metricsPort, cert } = await startWithMetrics(t, { MESSAGES_WORKERS: '2' });
   const listening = () => service.output().split('\n').filter((line) => line.includes('"event":"listening"')).map((line) => JSON.parse(line).pid as number);
