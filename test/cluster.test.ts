@@ -6,9 +6,9 @@ import type https from 'node:https';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { digestOf } from '../lib/store.ts';
-import { freePort, makeCert, request, serviceEnv, startInProcess, tempDir, type Cert, type InProcess } from './helpers.ts';
+import { freePort, makeCert, request, serviceEnv, startInProcess, tempDir, waitFor, type Cert, type InProcess } from './helpers.ts';
 import {
-  get, inParallel, info, keepAliveAgent, pollUntil, post, redisCli, startCluster, startClusterNode, startSingleNodeCluster, type Cluster, type Shard,
+  get, inParallel, info, keepAliveAgent, post, redisCli, startCluster, startClusterNode, startSingleNodeCluster, type Cluster, type Shard,
 } from './redis-fixtures.ts';
 
 let cluster: Cluster;
@@ -30,7 +30,7 @@ before(async () => {
   durable = await startInProcess(env('durable', { MESSAGES_REDIS_MIN_REPLICAS: '1', MESSAGES_REDIS_READ_FROM_REPLICAS: '1' }));
   plain = await startInProcess(env('plain', {}));
   for (const app of [durable, plain]) {
-    await pollUntil('/readyz 200', async () => ((await readyz(app)) === 200 ? true : undefined));
+    await waitFor(async () => (await readyz(app)) === 200, 20_000, '/readyz 200');
   }
 });
 
@@ -117,12 +117,12 @@ test('a killed master fails only its own slots within 2 s, then its promoted rep
   assert.equal(await readyz(plain), 503);
 
   const retry = messages.filter((_, i) => owners[i] === failed);
-  await pollUntil('a write to the failed slots to succeed', async () => ((await postTimed(plain, retry[0]!)).status === 201 ? true : undefined), 30_000);
+  await waitFor(async () => (await postTimed(plain, retry[0]!)).status === 201, 30_000, 'a write to the failed slots to succeed');
   t.diagnostic(`writes to the failed master's slots succeeded again ${Date.now() - killedAt} ms after the SIGKILL`);
   assert.equal((await info(failed.replica!.port, 'replication')).get('role'), 'master');
   const again = await inParallel(retry, 8, (message) => postTimed(plain, message));
   assert.deepEqual(again.map((reply) => reply.status), retry.map(() => 201));
-  await pollUntil('/readyz 200', async () => ((await readyz(plain)) === 200 ? true : undefined));
+  await waitFor(async () => (await readyz(plain)) === 200, 20_000, '/readyz 200');
 
   // Every message the durable service acknowledged on the failed shard was on the replica that took over.
   const owned = (await shardsOf(stored)).map((owner, i) => (owner === failed ? stored[i]! : undefined)).filter((m) => m !== undefined);
@@ -140,7 +140,7 @@ test('connects to a cluster node that serves no slots yet, answers 503 and logs 
     await node.stop();
   });
   const appLog = () => fs.readFileSync(path.join(dir, 'logs', 'app.log'), 'utf8');
-  const down = await pollUntil('redis_down in app.log', () => appLog().split('\n').find((line) => line.includes('"redis_down"')));
+  const down = await waitFor(() => appLog().split('\n').find((line) => line.includes('"redis_down"')), 20_000, 'redis_down in app.log');
   assert.equal(JSON.parse(down).cause, 'the cluster serves 0 of 16384 slots');
   assert.match(JSON.parse(down).hint, /^the cluster does not serve every slot yet: assign them all/);
   assert.doesNotMatch(appLog(), /"redis_up"/);
@@ -148,7 +148,7 @@ test('connects to a cluster node that serves no slots yet, answers 503 and logs 
   assert.equal(await readyz(app), 503);
 
   await node.assignSlots();
-  await pollUntil('a 201 once the slots are assigned', async () => ((await postTimed(app, 'after the slots')).status === 201 ? true : undefined), 10_000);
+  await waitFor(async () => (await postTimed(app, 'after the slots')).status === 201, 10_000, 'a 201 once the slots are assigned');
   assert.equal(await readyz(app), 200);
   assert.match(appLog(), /"event":"redis_up","pid":\d+,"target":"cluster 127\.0\.0\.1:\d+","masters":\["[^"]*:\d+"\]/);
 });
@@ -168,12 +168,12 @@ test('starts while no cluster node answers, answers 503 within 2 s and logs why,
   assert.ok(Date.now() - started < 2000, `answered after ${Date.now() - started} ms`);
   assert.equal(await readyz(app), 503);
   const appLog = () => fs.readFileSync(path.join(dir, 'logs', 'app.log'), 'utf8');
-  const down = await pollUntil('redis_down in app.log', () => appLog().split('\n').find((line) => line.includes('"redis_down"')));
+  const down = await waitFor(() => appLog().split('\n').find((line) => line.includes('"redis_down"')), 20_000, 'redis_down in app.log');
   assert.match(JSON.parse(down).cause, /ECONNREFUSED/);
   assert.match(JSON.parse(down).hint, /^nothing listens at cluster 127\.0\.0\.1:\d+: start the node or check MESSAGES_REDIS_CLUSTER_NODES/);
 
   node = await startSingleNodeCluster(port);
-  await pollUntil('a 201 once the node is up', async () => ((await postTimed(app, 'after the cluster')).status === 201 ? true : undefined), 10_000);
+  await waitFor(async () => (await postTimed(app, 'after the cluster')).status === 201, 10_000, 'a 201 once the node is up');
   assert.equal(await readyz(app), 200);
   assert.match(appLog(), /"event":"redis_up","pid":\d+,"target":"cluster 127\.0\.0\.1:\d+"/);
 });

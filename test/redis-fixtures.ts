@@ -8,7 +8,7 @@ import net from 'node:net';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { createClient } from '@redis/client';
-import { freePort, onFreePort, request, startRedis, stopChild, tempDir, track, waitForOutput, type RedisServer, type Reply } from './helpers.ts';
+import { freePort, onFreePort, request, startRedis, stopChild, tempDir, track, waitFor, waitForOutput, type RedisServer, type Reply } from './helpers.ts';
 
 const run = promisify(execFile);
 
@@ -53,20 +53,9 @@ export async function info(port: number, section: string): Promise<Map<string, s
   return new Map(lines.filter((line) => line.includes(':')).map((line) => [line.slice(0, line.indexOf(':')), line.slice(line.indexOf(':') + 1)]));
 }
 
-// For state with no event to wait on (a cluster converging, sentinels electing a leader): a bounded poll.
-export async function pollUntil<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 20_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 100));
-  }
-}
-
 // The master's own view counts for WAIT: a replica that finished its sync but has not acknowledged yet is not online.
 async function replicaOnline(masterPort: number): Promise<void> {
-  await pollUntil(`a replica online at ${masterPort}`, async () => ((await info(masterPort, 'replication')).get('slave0')?.includes('state=online') ? true : undefined));
+  await waitFor(async () => (await info(masterPort, 'replication')).get('slave0')?.includes('state=online'), 20_000, `a replica online at ${masterPort}`);
 }
 
 export interface Shard { master: RedisServer; replica: RedisServer | undefined; slots: Array<[number, number]> }
@@ -94,13 +83,13 @@ export async function startCluster(masters: number, replicasPerMaster: number): 
     await run('redis-cli', ['--cluster', 'create', ...nodes.map((node) => `127.0.0.1:${node.port}`),
       '--cluster-replicas', String(replicasPerMaster), '--cluster-yes'], { timeout: 30_000 });
     for (const node of nodes) {
-      await pollUntil(`cluster_state:ok on ${node.port}`, async () => ((await redisCli(node.port, 'CLUSTER', 'INFO')).includes('cluster_state:ok') ? true : undefined));
+      await waitFor(async () => (await redisCli(node.port, 'CLUSTER', 'INFO')).includes('cluster_state:ok'), 20_000, `cluster_state:ok on ${node.port}`);
     }
     // Gossip tells every node about the replicas' roles a moment after the slots are covered.
-    const shards = await pollUntil('every replica known to its master', async () => {
+    const shards = await waitFor(async () => {
       const found = await readShards(nodes);
       return found.length === masters && found.every((shard) => (shard.replica !== undefined) === (replicasPerMaster > 0)) ? found : undefined;
-    });
+    }, 20_000, 'every replica known to its master');
     for (const shard of shards) {
       if (shard.replica !== undefined) await replicaOnline(shard.master.port);
     }
@@ -108,10 +97,10 @@ export async function startCluster(masters: number, replicasPerMaster: number): 
     // 0; the master pings its replicas every second (repl-ping-replica-period) to get there.
     const replicaPorts = shards.flatMap((shard) => (shard.replica === undefined ? [] : [String(shard.replica.port)]));
     for (const shard of shards) {
-      await pollUntil(`CLUSTER SLOTS on ${shard.master.port} to list the replicas`, async () => {
+      await waitFor(async () => {
         const lines = (await redisCli(shard.master.port, 'CLUSTER', 'SLOTS')).split('\n');
-        return replicaPorts.every((port) => lines.includes(port)) ? true : undefined;
-      });
+        return replicaPorts.every((port) => lines.includes(port));
+      }, 20_000, `CLUSTER SLOTS on ${shard.master.port} to list the replicas`);
     }
     return {
       nodes,
@@ -154,7 +143,7 @@ export async function startClusterNode(port: number): Promise<{ port: number; as
     port,
     async assignSlots() {
       await redisCli(port, 'CLUSTER', 'ADDSLOTSRANGE', '0', '16383');
-      await pollUntil(`cluster_state:ok on ${port}`, async () => ((await redisCli(port, 'CLUSTER', 'INFO')).includes('cluster_state:ok') ? true : undefined));
+      await waitFor(async () => (await redisCli(port, 'CLUSTER', 'INFO')).includes('cluster_state:ok'), 20_000, `cluster_state:ok on ${port}`);
     },
     stop: () => stopAll([node]),
   };
@@ -221,11 +210,11 @@ export async function startReplicationGroup(): Promise<ReplicationGroup> {
     }
     // A failover needs sentinels that know each other (hello messages every 2 s) and the replica.
     for (const sentinel of sentinels) {
-      await pollUntil(`sentinel ${sentinel.port} to see its peers and the replica`, async () => {
+      await waitFor(async () => {
         const fields = (await redisCli(sentinel.port, 'SENTINEL', 'MASTER', name)).split('\n');
         const value = (key: string) => fields[fields.indexOf(key) + 1];
-        return value('num-other-sentinels') === '2' && value('num-slaves') === '1' ? true : undefined;
-      });
+        return value('num-other-sentinels') === '2' && value('num-slaves') === '1';
+      }, 20_000, `sentinel ${sentinel.port} to see its peers and the replica`);
     }
     return {
       name,

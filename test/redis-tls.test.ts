@@ -5,8 +5,8 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { after, before, test } from 'node:test';
-import { freePort, makeCert, postMessage, request, spawnService, startRedis, stopChild, tempDir, untilReady, type Cert, type RedisServer, type Reply } from './helpers.ts';
-import { makePrivateCa, pollUntil, type PrivateCa } from './redis-fixtures.ts';
+import { freePort, makeCert, postMessage, request, spawnService, startRedis, stopChild, tempDir, untilReady, waitFor, type Cert, type RedisServer, type Reply } from './helpers.ts';
+import { makePrivateCa, type PrivateCa } from './redis-fixtures.ts';
 
 const password = `right-${randomBytes(12).toString('hex')}`;
 const wrongPassword = `wrong-${randomBytes(12).toString('hex')}`;
@@ -47,10 +47,10 @@ async function startService(name: string, env: Record<string, string>): Promise<
 
 const appLog = (run: Run) => fs.readFileSync(path.join(run.logDir, 'app.log'), 'utf8');
 const accessLog = (run: Run) => fs.readFileSync(path.join(run.logDir, 'access.log'), 'utf8');
-const downLine = (run: Run) => pollUntil('redis_down in app.log', () => {
+const downLine = (run: Run) => waitFor(() => {
   const line = appLog(run).split('\n').find((l) => l.includes('"redis_down"'));
   return line === undefined ? undefined : JSON.parse(line) as Record<string, string>;
-}, 10_000);
+}, 10_000, 'redis_down in app.log');
 
 for (const [form, env] of [
   ['a rediss:// URL', () => ({ MESSAGES_REDIS_URL: `rediss://localhost:${tlsPort}` })],

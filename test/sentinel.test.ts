@@ -6,8 +6,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { digestOf } from '../lib/store.ts';
-import { freePort, makeCert, postMessage, request, serviceEnv, startInProcess, stopChild, tempDir, untilReady, type InProcess } from './helpers.ts';
-import { get, info, inParallel, keepAliveAgent, pollUntil, post, redisCli, startGuardedSentinel, startReplicationGroup, watchSwitchMaster, type ReplicationGroup } from './redis-fixtures.ts';
+import { freePort, makeCert, postMessage, request, serviceEnv, startInProcess, stopChild, tempDir, untilReady, waitFor, type InProcess } from './helpers.ts';
+import { get, info, inParallel, keepAliveAgent, post, redisCli, startGuardedSentinel, startReplicationGroup, watchSwitchMaster, type ReplicationGroup } from './redis-fixtures.ts';
 
 const writers = 4;
 
@@ -62,38 +62,38 @@ async function failoverUnderLoad(t: TestContext, minReplicas: number): Promise<{
   const acknowledged = () => outcomes.filter((outcome) => outcome.status === 201);
 
   try {
-    await pollUntil('20 acknowledged writes', () => (acknowledged().length >= 20 ? true : undefined));
+    await waitFor(() => acknowledged().length >= 20, 20_000, '20 acknowledged writes');
     // On loopback a replica is so close behind that a master almost never acknowledges a write the replica lacks.
     // The link stalls before the master dies, as a partitioned or congested one would: what the master takes from
     // now on never reaches the replica that will replace it.
     group.link.stall();
     const stalledAt = Date.now();
-    await pollUntil('8 answers to writes sent over the stalled link', () => (outcomes.filter((outcome) => outcome.startedAt > stalledAt).length >= 8 ? true : undefined));
+    await waitFor(() => outcomes.filter((outcome) => outcome.startedAt > stalledAt).length >= 8, 20_000, '8 answers to writes sent over the stalled link');
     const killingAt = Date.now();
     await group.master.stop('SIGKILL');
     const killedAt = Date.now();
-    const switched = await pollUntil('a sentinel to announce +switch-master', () => watch.first(), 30_000);
+    const switched = await waitFor(() => watch.first(), 30_000, 'a sentinel to announce +switch-master');
     assert.equal(switched.to, group.replica.port);
     // A supervisor brings a replacement replica up behind the new master, as after losing any node.
     const added = await group.addReplica(switched.to);
     let replicaOnlineAt: number | undefined;
     if (minReplicas > 0) {
-      replicaOnlineAt = await pollUntil('the replacement replica online', async () => {
+      replicaOnlineAt = await waitFor(async () => {
         const line = (await info(switched.to, 'replication')).get('slave0') ?? '';
         return line.includes(`port=${added.port},`) && line.includes('state=online') ? Date.now() : undefined;
-      }, 30_000);
+      }, 30_000, 'the replacement replica online');
     }
-    const masterChangedAt = await pollUntil('redis_master_changed in app.log', () => {
+    const masterChangedAt = await waitFor(() => {
       const line = appLogEvents(path.join(dir, 'logs')).find((event) => event.event === 'redis_master_changed');
       return line === undefined ? undefined : Date.parse(line.time!);
-    }, 30_000);
-    const reached = await pollUntil('a write sent after the kill to reach the new master', () => outcomes.find((outcome) => outcome.reached && outcome.startedAt >= killedAt), 30_000);
-    const back = await pollUntil('a 201 for a write sent after the kill', () => acknowledged().find((outcome) => outcome.startedAt >= killedAt), 30_000);
+    }, 30_000, 'redis_master_changed in app.log');
+    const reached = await waitFor(() => outcomes.find((outcome) => outcome.reached && outcome.startedAt >= killedAt), 30_000, 'a write sent after the kill to reach the new master');
+    const back = await waitFor(() => acknowledged().find((outcome) => outcome.startedAt >= killedAt), 30_000, 'a 201 for a write sent after the kill');
     const firstBefore = acknowledged()[0]!;
-    await pollUntil('a 200 after the failover', async () => {
+    await waitFor(async () => {
       const reply = await get(port, cert.ca, agent, digestOf(firstBefore.message));
-      return reply.status === 200 ? true : undefined;
-    }, 30_000);
+      return reply.status === 200;
+    }, 30_000, 'a 200 after the failover');
     stopping = true;
     await load;
 
@@ -169,7 +169,7 @@ test('starts while no sentinel answers, answers 503 within 2 s and logs why', as
   assert.equal((await postMessage(app.service.port, cert.ca, 'no sentinel')).status, 503);
   assert.ok(Date.now() - started < 2000, `answered after ${Date.now() - started} ms`);
   assert.equal((await request(app.service.port, cert.ca, { path: '/readyz' })).status, 503);
-  const down = await pollUntil('redis_down in app.log', () => appLogEvents(path.join(dir, 'logs')).find((line) => line.event === 'redis_down'));
+  const down = await waitFor(() => appLogEvents(path.join(dir, 'logs')).find((line) => line.event === 'redis_down'), 20_000, 'redis_down in app.log');
   assert.match(down.cause!, /ECONNREFUSED/);
   assert.equal(down.hint, `nothing listens at sentinels 127.0.0.1:${sentinelPort}: start the sentinels or check MESSAGES_REDIS_SENTINELS`);
 });
@@ -191,14 +191,14 @@ test('authenticates to sentinels that require a password (MESSAGES_REDIS_SENTINE
 
   const withPassword = await start('with', { MESSAGES_REDIS_SENTINEL_PASSWORD: password });
   // The sentinels' redis_up comes as soon as one answers; the master's once its connections are ready.
-  await pollUntil('redis_up for the master', () => appLogEvents(path.join(dir, 'with')).find((line) => line.event === 'redis_up' && line.target!.startsWith('master ')));
+  await waitFor(() => appLogEvents(path.join(dir, 'with')).find((line) => line.event === 'redis_up' && line.target!.startsWith('master ')), 20_000, 'redis_up for the master');
   const created = await postMessage(withPassword.service.port, cert.ca, 'behind a guarded sentinel');
   assert.equal(created.status, 201);
   assert.equal((await request(withPassword.service.port, cert.ca, { path: `/messages/${digestOf('behind a guarded sentinel')}` })).status, 200);
 
   const without = await start('without', {});
   assert.equal((await postMessage(without.service.port, cert.ca, 'no password')).status, 503);
-  const down = await pollUntil('redis_down in app.log', () => appLogEvents(path.join(dir, 'without')).find((line) => line.event === 'redis_down'));
+  const down = await waitFor(() => appLogEvents(path.join(dir, 'without')).find((line) => line.event === 'redis_down'), 20_000, 'redis_down in app.log');
   assert.match(down.cause!, /NOAUTH|WRONGPASS|auth/i);
   assert.match(down.hint!, /MESSAGES_REDIS_SENTINEL_PASSWORD/);
   for (const logDir of ['with', 'without']) assert.ok(!appLog(logDir).includes(password), `the password in ${logDir}/app.log`);
@@ -226,7 +226,7 @@ test('with READ_FROM_REPLICAS=1: GETs reach the replica, and one it lacks (a lag
 
   const messages = Array.from({ length: 20 }, (_, i) => `read from a replica ${i}`);
   for (const message of messages) assert.equal((await postMessage(port, cert.ca, message)).status, 201);
-  await pollUntil('the replica to have the writes', async () => ((await redisCli(group.replica.port, 'GET', `messages:${digestOf(messages.at(-1)!)}`)) === messages.at(-1) ? true : undefined));
+  await waitFor(async () => (await redisCli(group.replica.port, 'GET', `messages:${digestOf(messages.at(-1)!)}`)) === messages.at(-1), 20_000, 'the replica to have the writes');
   const before = await replicaGets();
   for (const message of messages) await read(message);
   assert.ok(await replicaGets() > before, 'no GET reached the replica');
@@ -246,7 +246,7 @@ test('with READ_FROM_REPLICAS=1: GETs reach the replica, and one it lacks (a lag
   for (const message of [...messages.slice(0, 5), fresh]) await read(message);
   assert.equal((await request(port, cert.ca, { path: '/readyz' })).status, 200);
   const events = () => appLogEvents(path.join(dir, 'logs'));
-  const warning = await pollUntil('redis_replica_error in app.log', () => events().find((line) => line.event === 'redis_replica_error'));
+  const warning = await waitFor(() => events().find((line) => line.event === 'redis_replica_error'), 20_000, 'redis_replica_error in app.log');
   assert.match(warning.hint!, /reads go to the master/);
   assert.deepEqual(events().filter((line) => line.event === 'redis_down'), []);
 });
