@@ -3,7 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { HttpError } from './errors.ts';
-import { lingeringClose } from './sockets.ts';
+import { clientDone, lingeringClose } from './sockets.ts';
 
 // A request the parser has emitted. A refused one (llhttp refuses some only after emitting them) never runs.
 interface Turn { req: IncomingMessage; res: ServerResponse; received: number; state: State; interrupt?: Interrupt }
@@ -24,9 +24,9 @@ export interface Connection {
 export function createConnections(handle: Handle, lingerBytes: number) {
   const connections = new WeakMap<Socket, Connection>();
 
-  function close(socket: Socket, connection: Connection | undefined, last?: string): void {
+  function close(socket: Socket, connection: Connection | undefined, last?: string, done = false): void {
     if (connection !== undefined) connection.closing = true;
-    lingeringClose(socket, lingerBytes, last);
+    lingeringClose(socket, lingerBytes, last, done);
   }
 
   function connectionOf(socket: Socket): Connection {
@@ -34,8 +34,9 @@ export function createConnections(handle: Handle, lingerBytes: number) {
     if (known !== undefined) return known;
     const connection: Connection = { socket, turns: [], closing: false, last: undefined };
     connections.set(socket, connection);
-    // Node ends a connection after its last answer with destroySoon() (end, then destroy at once): linger instead.
-    socket.destroySoon = () => close(socket, connection);
+    // Node ends a connection after its last answer with destroySoon() (end, then destroy): linger, unless the client
+    // is done. Its turn is still turns[0]: the answer's 'close', which shifts it, comes on the next tick.
+    socket.destroySoon = () => close(socket, connection, undefined, clientDone(connection.turns));
     // Read while open, the address is kept by Node: the access log still has it for a client that left early.
     void socket.remoteAddress;
     return connection;

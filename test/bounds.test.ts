@@ -76,6 +76,20 @@ test('connections closed after a 408 (nothing sent) or a 405 (CONNECT) are gone 
   assert.equal((await healthz(port)).status, 200);
 });
 
+test('a client that said close after a whole request (Connection: close, or HTTP/1.0) is answered and released at once, without lingering', async (t) => {
+  const app = await serve(t);
+  const requests = ['GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive, close\r\n\r\n', 'GET /healthz HTTP/1.0\r\n\r\n'];
+  for (const request of requests) {
+    // This client never closes its side: a lingering close would hold the connection for 2 s.
+    const { socket, reader } = await stubbornClient(t, app.service.port);
+    socket.write(request);
+    const answer = await reader.next('GET');
+    assert.equal(answer?.status, 200, request);
+    assert.equal(answer?.headers.connection, 'close', request);
+    await waitFor(async () => (await connectionCount(app)) === 0, 1000, `the connection of ${JSON.stringify(request)} released`);
+  }
+});
+
 test('a response the client never reads is abandoned after MESSAGES_SEND_TIMEOUT_MS without progress, and its slot freed', async (t) => {
   const app = await serve(t, { MESSAGES_MAX_CONNECTIONS: '4', MESSAGES_SEND_TIMEOUT_MS: '1000' });
   const port = app.service.port;
