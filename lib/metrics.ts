@@ -45,6 +45,7 @@ export class Histogram {
 export class Registry {
   private readonly families = new Map<string, Family>();
   private readonly series = new Map<string, Map<string, Count | Histogram>>();
+  private readonly lastSamples = new Map<string, Record<string, number>>();
 
   // series(key) gives the counter's series for a labels() string, created at first use.
   counter(name: string, help: string): (key: string) => Count {
@@ -80,9 +81,20 @@ export class Registry {
         const { counts, sum, count } = cell as Histogram;
         values[key] = cell instanceof Count ? cell.value : { counts: [...counts], sum, count };
       }
-      copy[name] = family.sample?.() ?? values;
+      copy[name] = family.sample === undefined ? values : this.sampleOf(name, family.sample);
     }
     return copy;
+  }
+
+  // A sample that throws (no descriptor left to read /proc with) repeats the last one: a snapshot never throws.
+  private sampleOf(name: string, sample: () => Record<string, number>): Record<string, number> {
+    try {
+      const values = sample();
+      this.lastSamples.set(name, values);
+      return values;
+    } catch {
+      return this.lastSamples.get(name) ?? {};
+    }
   }
 
   // The exposition of the given snapshots (one per process, and what exited workers left) merged.

@@ -129,8 +129,15 @@ function processMetrics(registry: Registry, version: string): void {
   registry.sampled('process_open_fds', 'Open file descriptors.', 'gauge', one(descriptors));
   // Read at each sample: the soft limit may be changed while the process runs (prlimit).
   const limits = /^Max open files\s+(\d+)/m;
-  const allowed = () => Number(limits.exec(fs.readFileSync('/proc/self/limits', 'utf8'))?.[1] ?? NaN);
+  const allowed = () => {
+    const limit = limits.exec(fs.readFileSync('/proc/self/limits', 'utf8'))?.[1];
+    if (limit === undefined) throw new Error('no "Max open files" in /proc/self/limits');
+    return Number(limit);
+  };
   registry.sampled('process_max_fds', 'File descriptors allowed (the soft limit).', 'min', one(allowed));
+  // Per process, merged by the largest: a sum of workers' descriptors against one process's limit would mislead.
+  registry.sampled('messages_open_fds_ratio', 'Open file descriptors over the limit, of the process closest to it.',
+    'max', one(() => descriptors() / allowed()));
   registry.sampled('process_start_time_seconds', 'Start time, seconds since the epoch.', 'min', one(() => started));
   registry.sampled('messages_build_info', 'The running version and Node.js.', 'max',
     () => ({ [labels({ version, nodejs: process.version })]: 1 }));

@@ -51,6 +51,19 @@ test('merges processes: counters and histograms add up, gauges by their kind', (
   assert.ok(text.includes('\ndemo_delay_seconds 0.5\n'));
 });
 
+test('a sample that throws (EMFILE: no descriptor left to read /proc with) repeats the last one: a snapshot never throws', () => {
+  const registry = new Registry();
+  let failing = false;
+  registry.sampled('demo_fds', 'Open descriptors.', 'gauge', () => {
+    if (failing) throw Object.assign(new Error('EMFILE: too many open files'), { code: 'EMFILE' });
+    return { '': 42 };
+  });
+  assert.ok(registry.render([registry.snapshot()]).includes('\ndemo_fds 42\n'));
+  failing = true;
+  assert.ok(registry.render([registry.snapshot()]).includes('\ndemo_fds 42\n'));
+  assert.deepEqual(new Registry().snapshot(), {});
+});
+
 test('keeps only counters and histograms of an exited process, so that they never go backwards', () => {
   const registry = sample();
   const kept = registry.lasting(sample().snapshot());
@@ -109,15 +122,17 @@ test('GET /metrics answers on its own plain-HTTP port with the text format promt
   }
 });
 
-test('process_max_fds is the descriptor limit the kernel enforces now, and process_open_fds counts the open ones', async (t) => {
+test('process_max_fds is the descriptor limit the kernel enforces now, process_open_fds counts the open ones, messages_open_fds_ratio their ratio', async (t) => {
   const { service, metricsPort } = await startWithMetrics(t);
   const pid = service.child.pid!;
   const limit = fs.readdirSync(`/proc/${pid}/fd`).length + 500;
-  execFileSync('prlimit', ['--pid', String(pid), `--nofile=${limit}:${limit}`]);
+  // The soft limit, below the hard one: the one the kernel enforces.
+  execFileSync('prlimit', ['--pid', String(pid), `--nofile=${limit}:${limit + 100}`]);
   const { body } = await scrape(metricsPort);
   assert.equal(valueOf(body, 'process_max_fds'), limit);
   const open = fs.readdirSync(`/proc/${pid}/fd`).length;
   assert.ok(Math.abs(valueOf(body, 'process_open_fds')! - open) <= 2, `open ${open}, ${body.match(/process_open_fds .*/)?.[0]}`);
+  assert.ok(Math.abs(valueOf(body, 'messages_open_fds_ratio')! - open / limit) <= 2 / limit, body.match(/messages_open_fds_ratio .*/)?.[0]);
 });
 
 test('with two workers the primary sums their counters, and a worker that dies takes none of them with it', { timeout: 60_000 }, async (t) => {
