@@ -192,8 +192,12 @@ async function boundedOnRedis(t: TestContext) {
   const lines: string[] = [];
   const limits = { timeoutMs: 200, maxInflight: 8 };
   const log = createAppLog((line) => lines.push(line));
-  const bounded = boundedCalls(limits, callReporter(log, refusalLog(log), 'test', limits, { call() {}, inflight() {} }));
-  return { client, lines, bounded };
+  // Every outcome and every count of calls in flight, as the metrics would see them.
+  const outcomes: string[] = [];
+  const inflight: number[] = [];
+  const observer = { call: (_command: string, outcome: string) => { outcomes.push(outcome); }, inflight: (count: number) => { inflight.push(count); } };
+  const bounded = boundedCalls(limits, callReporter(log, refusalLog(log), 'test', limits, observer));
+  return { client, lines, bounded, outcomes, inflight };
 }
 
 test('a reply that came in time while the process was busy is no timeout: a 503 means Redis missed its deadline', async (t) => {
@@ -223,12 +227,15 @@ test('the deadline of a call starts once its command is handed to node-redis: a 
 });
 
 test('a call whose work throws before it returns a promise gives its slot back: MESSAGES_MAX_INFLIGHT of them take none', async (t) => {
-  const { client, bounded } = await boundedOnRedis(t);
+  const { client, bounded, outcomes, inflight } = await boundedOnRedis(t);
   for (let i = 0; i < 8; i += 1) {
     await assert.rejects(bounded('SET', () => { throw new Error('no master known'); }), /no master known/);
   }
   // With the eight slots kept, this call would wait 200 ms for one and fail with "No Redis call slot".
   assert.equal(await bounded('PING', () => client.ping()), 'PONG');
+  // Each failure counted once, as a rejected call's is, and each slot given back once: 1, 0, 1, 0, ...
+  assert.deepEqual(outcomes, [...Array(8).fill('unavailable'), 'ok']);
+  assert.deepEqual(inflight, Array.from({ length: 18 }, (_, i) => (i % 2 === 0 ? 1 : 0)));
 });
 
 test('large values sent in one turn all reach Redis at once, however busy the next turns are: no command waits a turn for a drain', async (t) => {
