@@ -12,7 +12,7 @@ import { after, before, test } from 'node:test';
 import tls from 'node:tls';
 import { generateCert } from '../lib/certs.ts';
 import { projectRoot } from '../lib/config.ts';
-import { makeCert, postMessage, readIfExists, request, serviceEnv, spawnService, startInProcess, startRedis, stopChild, tempDir, track, waitFor, waitForOutput, type RedisServer, type Spawned } from './helpers.ts';
+import { makeCert, postMessage, readIfExists, request, serviceEnv, spawnService, startInProcess, startRedis, stopChild, tempDir, track, untilReady, waitFor, waitForOutput, type RedisServer, type Spawned } from './helpers.ts';
 
 let redis: RedisServer;
 
@@ -103,6 +103,8 @@ test('draining lets an in-flight request finish with 201 and Connection: close, 
   const cert = await makeCert(dir);
   const app = await startInProcess(serviceEnv({ redis, cert, dir }));
   t.after(() => app.stop());
+  // Listening is not connected to Redis yet: a POST before that is a 503 (seen once in a full run).
+  await untilReady(app.service.port, cert.ca);
   const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
   t.after(() => agent.destroy());
   const body = JSON.stringify({ message: 'in flight during shutdown' });
