@@ -54,7 +54,7 @@ export function nodeOptions(config: RedisConfig) {
     disableOfflineQueue: true,
     // Bounds what a stalled Redis leaves queued after boundedCalls() gave up, each with its value: then fail at once.
     commandsQueueMaxLength: 2 * config.maxInflight,
-    // Past the mark node-redis writes a command a turn, each after a drain: above the values in flight
+    // Past the mark node-redis writes one command per scheduled write: above the values in flight
     // (MESSAGES_MAX_BUFFERED_BYTES) and 48 MiB more, all go out at once, and a busy process is no timeout (64 MiB).
     socket: { ...tlsOptions(config), connectTimeout: config.timeoutMs, reconnectStrategy: reconnectDelay,
       highWaterMark: config.maxBufferedBytes + 48 * 2 ** 20 },

@@ -135,9 +135,18 @@ function processMetrics(registry: Registry, version: string): void {
     return Number(limit);
   };
   registry.sampled('process_max_fds', 'File descriptors allowed (the soft limit).', 'min', one(allowed));
+  // EMFILE: /proc cannot be read as no descriptor is free below the limit, which is what a ratio of 1 says.
+  const used = () => {
+    try {
+      return descriptors() / allowed();
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EMFILE') return 1;
+      throw err;
+    }
+  };
   // Per process, merged by the largest: a sum of workers' descriptors against one process's limit would mislead.
   registry.sampled('messages_open_fds_ratio', 'Open file descriptors over the limit, of the process closest to it.',
-    'max', one(() => descriptors() / allowed()));
+    'max', one(used));
   registry.sampled('process_start_time_seconds', 'Start time, seconds since the epoch.', 'min', one(() => started));
   registry.sampled('messages_build_info', 'The running version and Node.js.', 'max',
     () => ({ [labels({ version, nodejs: process.version })]: 1 }));

@@ -52,7 +52,7 @@ export function watchConnections(server: Server, maxPerAddress: number, refused:
 type Limit = 'max_connections' | 'per_ip';
 
 // The client said "close" (or spoke HTTP/1.0 without keep-alive) after a whole request and sent none behind it: it
-// sends nothing more (RFC 9112 section 9.6), so a close resets nothing (lingering cost such a connection ~5% more CPU).
+// sends nothing more (RFC 9112 section 9.6), so a close resets nothing: Node's own way, without the linger's wake-up.
 export function clientDone(turns: ReadonlyArray<{ req: IncomingMessage }>): boolean {
   const req = turns[0]?.req;
   if (req === undefined || turns.length > 1 || !req.complete) return false;

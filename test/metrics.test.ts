@@ -61,7 +61,9 @@ test('a sample that throws (EMFILE: no descriptor left to read /proc with) repea
   assert.ok(registry.render([registry.snapshot()]).includes('\ndemo_fds 42\n'));
   failing = true;
   assert.ok(registry.render([registry.snapshot()]).includes('\ndemo_fds 42\n'));
-  assert.deepEqual(new Registry().snapshot(), {});
+  // One that never succeeded has no value to repeat: its series is left out.
+  registry.sampled('demo_never', 'Never read.', 'gauge', () => { throw new Error('EMFILE'); });
+  assert.doesNotMatch(registry.render([registry.snapshot()]), /\ndemo_never /);
 });
 
 test('keeps only counters and histograms of an exited process, so that they never go backwards', () => {
@@ -133,6 +135,18 @@ test('process_max_fds is the descriptor limit the kernel enforces now, process_o
   const open = fs.readdirSync(`/proc/${pid}/fd`).length;
   assert.ok(Math.abs(valueOf(body, 'process_open_fds')! - open) <= 2, `open ${open}, ${body.match(/process_open_fds .*/)?.[0]}`);
   assert.ok(Math.abs(valueOf(body, 'messages_open_fds_ratio')! - open / limit) <= 2 / limit, body.match(/messages_open_fds_ratio .*/)?.[0]);
+});
+
+test('a worker with no descriptor left reports messages_open_fds_ratio 1 through the primary, and stays up', { timeout: 60_000 }, async (t) => {
+  const { service, metricsPort } = await startWithMetrics(t, { MESSAGES_WORKERS: '2' });
+  const listening = () => service.output().split('\n').filter((line) => line.includes('"event":"listening"')).map((line) => JSON.parse(line).pid as number);
+  await waitFor(() => listening().length === 2, 15_000, 'two workers listening');
+  const worker = listening()[0]!;
+  // A soft limit of 3 leaves no descriptor free: every open in the worker fails with EMFILE (stdio holds 0 to 2).
+  execFileSync('prlimit', ['--pid', String(worker), '--nofile=3:3']);
+  // Workers send their snapshot every second; before, the failed reads of /proc repeated the last ratio, far below 1.
+  await waitFor(async () => valueOf((await scrape(metricsPort)).body, 'messages_open_fds_ratio') === 1, 5000, 'ratio 1');
+  assert.ok(fs.existsSync(`/proc/${worker}`), 'the worker exited');
 });
 
 test('with two workers the primary sums their counters, and a worker that dies takes none of them with it', { timeout: 60_000 }, async (t) => {
