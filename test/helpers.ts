@@ -196,6 +196,13 @@ export async function serveOnOwnRedis(t: { after(fn: () => Promise<void>): void 
 
 export interface Spawned { child: ChildProcess; port: number; output: () => string }
 
+// The app.log lines of a spawned service (all its processes) for one event, parsed.
+export const events = (service: Spawned, event: string) =>
+  service.output().split('\n').filter((line) => line.includes(`"event":"${event}"`)).map((line) => JSON.parse(line) as Record<string, unknown>);
+
+// The pids of every process that has listened so far: with workers, one per worker started.
+export const listeningPids = (service: Spawned) => events(service, 'listening').map((line) => line.pid as number);
+
 // The service as its own process (`node --require tsx/cjs server.ts`), for signals and exits, not yet listening.
 export function spawnProcess(env: Record<string, string>): Spawned {
   const child = spawn(process.execPath, ['--require', 'tsx/cjs', path.join(projectRoot, 'server.ts')], {

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { escapeField, maxAccessLineBytes, timestamp } from '../lib/access-log.ts';
 import { createAppLog, maxAppLineBytes } from '../lib/app-log.ts';
-import { makeCert, readIfExists, request, serviceEnv, spawnService, startInProcess, startRedis, stopChild, tempDir, waitFor, type RedisServer } from './helpers.ts';
+import { listeningPids, makeCert, readIfExists, request, serviceEnv, spawnService, startInProcess, startRedis, stopChild, tempDir, waitFor, type RedisServer } from './helpers.ts';
 
 // Combined Log Format plus the response time in milliseconds.
 const accessLinePattern = /^(\S+) - - \[\d{2}\/\w{3}\/\d{4}:\d{2}:\d{2}:\d{2} \+0000\] "((?:[^"\\]|\\.)*)" (\d{3}) (\d+|-) "((?:[^"\\]|\\.)*)" "((?:[^"\\]|\\.)*)" (\d+\.\d{3})$/;
@@ -175,11 +175,10 @@ test('with two workers, the primary restarts a worker that dies and passes SIGHU
   const cert = await makeCert(dir);
   const service = await spawnService(serviceEnv({ redis, cert, dir }, { MESSAGES_WORKERS: '2' }));
   t.after(() => stopChild(service.child, 'SIGKILL'));
-  const listening = () => service.output().split('\n').filter((l) => l.includes('"event":"listening"')).map((l) => JSON.parse(l).pid as number);
-  await waitFor(() => listening().length === 2, 15_000, 'two workers listening');
-  const victim = listening()[0]!;
+  await waitFor(() => listeningPids(service).length === 2, 15_000, 'two workers listening');
+  const victim = listeningPids(service)[0]!;
   process.kill(victim, 'SIGKILL');
-  await waitFor(() => listening().length === 3, 15_000, 'a replacement worker');
+  await waitFor(() => listeningPids(service).length === 3, 15_000, 'a replacement worker');
   assert.match(service.output(), new RegExp(`"event":"worker_exited".*"worker":${victim}.*"signal":"SIGKILL"`));
   assert.equal((await request(service.port, cert.ca, { path: '/healthz' })).status, 200);
 

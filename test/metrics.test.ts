@@ -9,8 +9,8 @@ import { test, type TestContext } from 'node:test';
 import { projectRoot } from '../lib/config.ts';
 import { labels, Registry } from '../lib/metrics.ts';
 import {
-  freePort, makeCert, postMessage, request, serviceEnv, spawnService, startRedis, stopChild, tempDir, track, waitFor,
-  waitForOutput,
+  freePort, listeningPids, makeCert, postMessage, request, serviceEnv, spawnService, startRedis, stopChild, tempDir, track,
+  waitFor, waitForOutput,
   type Cert, type RedisServer, type Spawned,
 } from './helpers.ts';
 
@@ -139,9 +139,8 @@ test('process_max_fds is the descriptor limit the kernel enforces now, process_o
 
 test('a worker with no descriptor left reports messages_open_fds_ratio 1 through the primary, and stays up', { timeout: 60_000 }, async (t) => {
   const { service, metricsPort } = await startWithMetrics(t, { MESSAGES_WORKERS: '2' });
-  const listening = () => service.output().split('\n').filter((line) => line.includes('"event":"listening"')).map((line) => JSON.parse(line).pid as number);
-  await waitFor(() => listening().length === 2, 15_000, 'two workers listening');
-  const worker = listening()[0]!;
+  await waitFor(() => listeningPids(service).length === 2, 15_000, 'two workers listening');
+  const worker = listeningPids(service)[0]!;
   // A soft limit of 3 leaves no descriptor free: every open in the worker fails with EMFILE (stdio holds 0 to 2).
   execFileSync('prlimit', ['--pid', String(worker), '--nofile=3:3']);
   // Workers send their snapshot every second; before, the failed reads of /proc repeated the last ratio, far below 1.
@@ -151,15 +150,14 @@ test('a worker with no descriptor left reports messages_open_fds_ratio 1 through
 
 test('with two workers the primary sums their counters, and a worker that dies takes none of them with it', { timeout: 60_000 }, async (t) => {
   const { service, metricsPort, cert } = await startWithMetrics(t, { MESSAGES_WORKERS: '2' });
-  const listening = () => service.output().split('\n').filter((line) => line.includes('"event":"listening"')).map((line) => JSON.parse(line).pid as number);
-  await waitFor(() => listening().length === 2, 15_000, 'two workers listening');
+  await waitFor(() => listeningPids(service).length === 2, 15_000, 'two workers listening');
   const agent = new https.Agent({ keepAlive: false, maxSockets: 4, ca: cert.ca });
   t.after(() => agent.destroy());
   await Promise.all(Array.from({ length: 40 }, () => request(service.port, cert.ca, { path: '/healthz', agent, headers: { Connection: 'close' } })));
   const series = 'messages_http_requests_total{route="/healthz",method="GET",status_class="2xx"}';
   await waitFor(async () => valueOf((await scrape(metricsPort)).body, series) === 40, 10_000, '40 answers counted across workers');
-  process.kill(listening()[0]!, 'SIGKILL');
-  await waitFor(() => listening().length === 3, 15_000, 'a replacement worker');
+  process.kill(listeningPids(service)[0]!, 'SIGKILL');
+  await waitFor(() => listeningPids(service).length === 3, 15_000, 'a replacement worker');
   assert.ok(valueOf((await scrape(metricsPort)).body, series)! >= 40, 'the count went backwards');
 });
 

@@ -5,7 +5,7 @@ import { once } from 'node:events';
 import https from 'node:https';
 import net from 'node:net';
 import { after, before, test } from 'node:test';
-import { freePort, makeCert, readIfExists, request, serviceEnv, spawnProcess, spawnService, startRedis, stopChild, tempDir, waitFor, type Cert, type RedisServer, type Spawned } from './helpers.ts';
+import { events, freePort, makeCert, readIfExists, request, serviceEnv, spawnProcess, spawnService, startRedis, stopChild, tempDir, waitFor, type Cert, type RedisServer, type Spawned } from './helpers.ts';
 
 let redis: RedisServer;
 let cert: Cert;
@@ -17,9 +17,6 @@ before(async () => {
 after(async () => {
   await redis.stop();
 });
-
-const events = (service: Spawned, event: string) =>
-  service.output().split('\n').filter((line) => line.includes(`"event":"${event}"`)).map((line) => JSON.parse(line) as Record<string, unknown>);
 
 async function startWorkers(t: { after: (fn: () => Promise<unknown>) => void }, extra: Record<string, string> = {}): Promise<Spawned> {
   const dir = tempDir();
