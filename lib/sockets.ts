@@ -73,9 +73,12 @@ export function lingeringClose(socket: Socket, maxBytes: number, last?: string, 
   }
   const limit = socket.bytesRead + maxBytes;
   const timer = setTimeout(() => socket.destroy(), lingerMs);
-  socket.on('data', () => {
-    if (socket.bytesRead > limit) socket.destroy();
-  });
   socket.once('close', () => clearTimeout(timer));
+  // Node's HTTP parser, which reads the socket itself, stops it when a body is left unread; a 'data' listener takes the
+  // socket from the parser but restarts nothing: so pause and resume first, and take it on 'resume', once reading.
+  socket.pause();
+  socket.once('resume', () => socket.on('data', () => {
+    if (socket.bytesRead > limit) socket.destroy();
+  }));
   socket.resume();
 }

@@ -16,7 +16,7 @@ import { ResponseReader, startCapturing, type Captured } from './attack-fixtures
 import { createAppLog } from '../lib/app-log.ts';
 import { loadConfig } from '../lib/config.ts';
 import { nodeOptions } from '../lib/redis-connection.ts';
-import { clientDone } from '../lib/sockets.ts';
+import { clientDone, lingerMs } from '../lib/sockets.ts';
 import { boundedCalls } from '../lib/redis-calls.ts';
 import { callReporter, refusalLog } from '../lib/redis-reports.ts';
 import { createClient } from '@redis/client';
@@ -90,6 +90,21 @@ test('a client that said close after a whole request (Connection: close, or HTTP
     assert.equal(answer?.headers.connection, 'close', request);
     await waitFor(async () => (await connectionCount(app)) === 0, 1000, `the connection of ${JSON.stringify(request)} released`);
   }
+});
+
+test('a closing connection reads and drops what its client still sends: after a 413 from Content-Length, the whole body and the FIN are read, and the connection is released at once', async (t) => {
+  const app = await serve(t);
+  const socket = tls.connect({ port: app.service.port, host: '127.0.0.1', ca: cert.ca, servername: 'localhost' });
+  t.after(() => socket.destroy());
+  const reader = new ResponseReader(socket);
+  await once(socket, 'secureConnect');
+  // One byte over the limit: a 413 at once, and the rest within what a closing connection drops.
+  const size = 1_048_577;
+  socket.write(`POST /messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${size}\r\n\r\n`);
+  socket.end(Buffer.alloc(size, 'x'));
+  assert.equal((await reader.next('POST'))?.status, 413);
+  // Unread, the body would stay in the kernel, the FIN behind it unseen, until the linger's end (then a reset).
+  await waitFor(async () => (await connectionCount(app)) === 0, lingerMs / 2, 'the connection released after the FIN');
 });
 
 test('a client that said close is still lingered for while its body is unread or a request is queued behind it', () => {
