@@ -10,7 +10,7 @@ import { createBudget } from './budget.ts';
 import { ensureCert } from './certs.ts';
 import { createConnections } from './connections.ts';
 import { createRefusals } from './refusals.ts';
-import { handshakeReporter, watchConnections } from './sockets.ts';
+import { handshakeReporter, lingerBodies, watchConnections } from './sockets.ts';
 import { defaultPair, type Config } from './config.ts';
 import { ConfigError } from './env.ts';
 import type { LogFiles } from './log-files.ts';
@@ -58,7 +58,7 @@ export async function startService(
     reading: watchBodyRates(config.minBodyRate),
   };
   const app = createApp({ store, appLog, accessLog: logs.access, body, metrics, ready: readiness(redis) });
-  const connections = createConnections(app.handle, config.maxBodyBytes);
+  const connections = createConnections(app.handle, lingerBodies * config.maxBodyBytes);
   const refusals = createRefusals(connections, logs.access, metrics.answered);
 
   const server = https.createServer({

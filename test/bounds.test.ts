@@ -107,6 +107,34 @@ test('a closing connection reads and drops what its client still sends: after a 
   await waitFor(async () => (await connectionCount(app)) === 0, lingerMs / 2, 'the connection released after the FIN');
 });
 
+test('a closing connection drops at most 16 bodies of MESSAGES_MAX_BODY_BYTES: a client that keeps sending is reset past that, before the linger ends', async (t) => {
+  const app = await serve(t, { MESSAGES_MAX_BODY_BYTES: '65536' });
+  // It ignores the server's FIN: a client with allowHalfOpen off would end its side on it, and stop sending.
+  const { socket, reader } = await stubbornClient(t, app.service.port);
+  const started = performance.now();
+  socket.write('POST /messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n');
+  // 64 MiB at most, far past the 1 MiB dropped and what the kernel's buffers hold; the client never closes.
+  const chunk = Buffer.alloc(65_536, 'x');
+  let written = 0;
+  const wroteAll = await new Promise<boolean>((resolve) => {
+    const write = () => {
+      while (written < 64 * 1_048_576) {
+        written += chunk.length;
+        if (!socket.write(chunk)) return;
+      }
+      resolve(true);
+    };
+    socket.on('drain', write);
+    socket.once('close', () => resolve(false));
+    write();
+  });
+  assert.equal(wroteAll, false, `the client wrote all ${written} bytes: nothing stopped it`);
+  assert.equal((await reader.next('POST'))?.status, 413);
+  await waitFor(async () => (await connectionCount(app)) === 0, lingerMs, 'the connection released');
+  const elapsedMs = performance.now() - started;
+  assert.ok(elapsedMs < lingerMs, `released ${elapsedMs.toFixed(0)} ms after the request`);
+});
+
 test('a client that said close is still lingered for while its body is unread or a request is queued behind it', () => {
   // The request objects as Node's parser leaves them, only the fields clientDone reads.
   const turn = (complete: boolean, connection: string | undefined, httpVersion = '1.1') => ({ req: { complete, httpVersion, headers: { connection } } as unknown as IncomingMessage });
@@ -466,8 +494,8 @@ for _ in range(tries):
 print(' '.join(outcomes))
 `;
 
-test('a 413 reaches a client that sends its whole 1.5 MB body before it reads (python-requests does), 20 of 20 times', { timeout: 60_000 }, async (t) => {
+test('a 413 reaches a client that sends its whole 10 MB body, ten times the limit, before it reads (python-requests does), 20 of 20 times', { timeout: 60_000 }, async (t) => {
   const app = await serve(t);
-  const { stdout } = await run('python3', ['-c', sendWholeBodyFirst, String(app.service.port), cert.certFile, '20', '1500000'], { timeout: 50_000 });
+  const { stdout } = await run('python3', ['-c', sendWholeBodyFirst, String(app.service.port), cert.certFile, '20', '10000000'], { timeout: 50_000 });
   assert.deepEqual(stdout.trim().split(' '), Array(20).fill('413'));
 });
