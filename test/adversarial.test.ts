@@ -499,6 +499,14 @@ describe('log injection', () => {
     assert.match(app.accessLines[1]!, /^127\.0\.0\.1 - - \[[^\]]+\] "-" 400 25 "-" "-" -\n$/);
   });
 
+  test('bytes sent after a request that said close get no answer and no access.log line: the client sends nothing more (RFC 9112 9.6)', async (t) => {
+    const app = await serve(t);
+    const responses = await exchange(app.service.port, cert.ca, 'GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\nGET /\x00 HTTP/1.1\r\n\r\n', ['GET', 'GET']);
+    assert.deepEqual(responses.map((response) => response.status), [200]);
+    await settledAfterClose(app);
+    assert.deepEqual(loggedAnswers(app), ['GET /healthz HTTP/1.1 200']);
+  });
+
   test('logs "-" for the request line of a request refused in a later piece than its first line', async (t) => {
     const app = await serve(t);
     const { socket, reader } = await connect(app.service.port, cert.ca);
