@@ -5,7 +5,7 @@ import https from 'node:https';
 import { after, before, describe, test } from 'node:test';
 import { closed, connect, exchange } from './attack-fixtures.ts';
 import { redisCli } from './redis-fixtures.ts';
-import { makeCert, postMessage, request, serviceEnv, startInProcess, startRedis, tempDir, type Cert, type InProcess, type RedisServer } from './helpers.ts';
+import { makeCert, postMessage, request, serviceEnv, startReady, startRedis, tempDir, type Cert, type InProcess, type RedisServer } from './helpers.ts';
 
 const fooDigest = '2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae';
 const sha256 = (text: string) => createHash('sha256').update(Buffer.from(text, 'utf8')).digest('hex');
@@ -18,7 +18,7 @@ let port: number;
 before(async () => {
   const dir = tempDir();
   [redis, cert] = await Promise.all([startRedis(), makeCert(dir)]);
-  app = await startInProcess(serviceEnv({ redis, cert, dir }, { MESSAGES_MAX_BODY_BYTES: '1024' }));
+  app = await startReady(serviceEnv({ redis, cert, dir }, { MESSAGES_MAX_BODY_BYTES: '1024' }));
   port = app.service.port;
 });
 

@@ -10,7 +10,7 @@ import path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { runCheck } from '../lib/check.ts';
 import { projectRoot } from '../lib/config.ts';
-import { freePort, makeCert, serviceEnv, startInProcess, startRedis, tempDir, type Cert, type InProcess, type RedisServer } from './helpers.ts';
+import { freePort, makeCert, serviceEnv, startInProcess, startReady, startRedis, tempDir, type Cert, type InProcess, type RedisServer } from './helpers.ts';
 
 const missing = 'a'.repeat(64);
 const fooDigest = '2c26b46b68ffc68ff99b453c1d30413413422d706483bfa0f98a5e886266e7ae';
@@ -66,7 +66,7 @@ function scratchDir(): string {
 before(async () => {
   const dir = scratchDir();
   [liveRedis, downRedis, cert, otherCert] = await Promise.all([startRedis(), startRedis(), makeCert(dir), makeCert(scratchDir())]);
-  live = await startInProcess(serviceEnv({ redis: liveRedis, cert, dir }));
+  live = await startReady(serviceEnv({ redis: liveRedis, cert, dir }));
   down = await startInProcess(serviceEnv({ redis: downRedis, cert, dir: scratchDir() }));
   await downRedis.stop();
 });

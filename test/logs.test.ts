@@ -8,7 +8,7 @@ import path from 'node:path';
 import { after, before, test } from 'node:test';
 import { escapeField, maxAccessLineBytes, timestamp } from '../lib/access-log.ts';
 import { createAppLog, maxAppLineBytes } from '../lib/app-log.ts';
-import { listeningPids, makeCert, readIfExists, request, serviceEnv, spawnService, startInProcess, startRedis, stopChild, tempDir, waitFor, type RedisServer } from './helpers.ts';
+import { listeningPids, makeCert, readIfExists, request, serviceEnv, spawnService, startReady, startRedis, stopChild, tempDir, waitFor, type RedisServer } from './helpers.ts';
 
 // Combined Log Format plus the response time in milliseconds.
 const accessLinePattern = /^(\S+) - - \[\d{2}\/\w{3}\/\d{4}:\d{2}:\d{2}:\d{2} \+0000\] "((?:[^"\\]|\\.)*)" (\d{3}) (\d+|-) "((?:[^"\\]|\\.)*)" "((?:[^"\\]|\\.)*)" (\d+\.\d{3})$/;
@@ -66,7 +66,7 @@ test('caps an escaped access-log field at its maximum length too, never splittin
 test(`never writes an access-log line longer than maxAccessLineBytes (${maxAccessLineBytes}), nor an app.log line longer than maxAppLineBytes (${maxAppLineBytes})`, async (t) => {
   const dir = tempDir();
   const cert = await makeCert(dir);
-  const app = await startInProcess(serviceEnv({ redis, cert, dir }));
+  const app = await startReady(serviceEnv({ redis, cert, dir }));
   t.after(() => app.stop());
   // Every field a client controls at its longest, in bytes that each escape to four characters.
   const worst = '\u00e9'.repeat(4000);
@@ -87,7 +87,7 @@ test(`never writes an access-log line longer than maxAccessLineBytes (${maxAcces
 test('writes one well-formed access line per request, with escaped user agent and referer', async (t) => {
   const dir = tempDir();
   const cert = await makeCert(dir);
-  const app = await startInProcess(serviceEnv({ redis, cert, dir }));
+  const app = await startReady(serviceEnv({ redis, cert, dir }));
   await request(app.service.port, cert.ca, { path: '/healthz', headers: { 'User-Agent': 'evil"\tagent\u00e9', Referer: 'https://r.example/"x' } });
   await request(app.service.port, cert.ca, { path: '/nowhere' });
   await app.stop();
@@ -108,7 +108,7 @@ test('writes one well-formed access line per request, with escaped user agent an
 test('writes app.log as one JSON object per line', async (t) => {
   const dir = tempDir();
   const cert = await makeCert(dir);
-  const app = await startInProcess(serviceEnv({ redis, cert, dir }));
+  const app = await startReady(serviceEnv({ redis, cert, dir }));
   await app.stop();
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const events = readIfExists(path.join(dir, 'logs', 'app.log')).split('\n').slice(0, -1).map((l) => JSON.parse(l) as { event: string; level: string; time: string });
@@ -119,7 +119,7 @@ test('writes app.log as one JSON object per line', async (t) => {
 test('rotates access.log by size, keeping BACKUP_COUNT files, every line whole and the newest ones kept in order', async (t) => {
   const dir = tempDir();
   const cert = await makeCert(dir);
-  const app = await startInProcess(serviceEnv({ redis, cert, dir }, { MESSAGES_LOG_MAX_BYTES: '2000', MESSAGES_LOG_BACKUP_COUNT: '3' }));
+  const app = await startReady(serviceEnv({ redis, cert, dir }, { MESSAGES_LOG_MAX_BYTES: '2000', MESSAGES_LOG_BACKUP_COUNT: '3' }));
   const agent = new https.Agent({ keepAlive: true, maxSockets: 1 });
   for (let i = 0; i < 120; i += 1) {
     await request(app.service.port, cert.ca, { path: `/healthz?n=${String(i).padStart(4, '0')}`, agent });
