@@ -131,7 +131,8 @@ export function loadConfig(env: Env = process.env): Readonly<Config> {
 
 // The start-up line for app.log: every setting an operator may want to see, no secret.
 export function describeConfig(config: Readonly<Config>): Record<string, unknown> {
-  const { password: _password, sentinelPassword: _sentinelPassword, url, ...redis } = config.redis;
+  // maxBufferedBytes is the top-level setting, copied for the Redis options: shown once.
+  const { password: _pass, sentinelPassword: _sentinelPass, maxBufferedBytes: _copy, url, ...redis } = config.redis;
   return {
     ...config,
     redis: {

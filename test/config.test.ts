@@ -128,6 +128,12 @@ test('describes the configuration without the password, in either place it may b
   assert.match(text, /redis:\/\/\*\*\*@h:1/);
 });
 
+test('describes each setting once: MESSAGES_MAX_BUFFERED_BYTES, which the Redis options carry too, is not repeated under redis', () => {
+  const described = describeConfig(loadConfig({ MESSAGES_MAX_BUFFERED_BYTES: '33554432' }));
+  assert.equal(described.maxBufferedBytes, 33_554_432);
+  assert.equal(JSON.stringify(described).split('"maxBufferedBytes"').length - 1, 1);
+});
+
 test('stops the start with exit code 1 and a message naming the variable', () => {
   const result = spawnSync(process.execPath, ['--require', 'tsx/cjs', path.join(projectRoot, 'server.ts')], {
     env: { ...process.env, MESSAGES_PORT: '70000' },
