@@ -40,7 +40,7 @@ export function createRefusals(connections: Connections, accessLog: LineSink, an
   // Answers in order: after the turns ahead of it, then the connection closes.
   function answerLast(connection: Connection | undefined, socket: Socket, err: HttpError, describe: Describe): void {
     const answer = () => {
-      // Ended meanwhile (its client said close: clientDone): nothing more can be sent, so nothing is logged either.
+      // Ended meanwhile (its client said close, clientDone, or reset): nothing can be sent, so nothing is logged.
       if (!socket.writable) return;
       const { bytes, bodyBytes } = rawAnswer(err);
       connections.close(socket, connection, bytes);

@@ -80,8 +80,12 @@ export function lingeringClose(socket: Socket, maxBytes: number, last?: string, 
   // Node's HTTP parser, which reads the socket itself, stops it when a body is left unread; a 'data' listener takes the
   // socket from the parser but restarts nothing: so pause and resume first, and take it on 'resume', once reading.
   socket.pause();
-  socket.once('resume', () => socket.on('data', () => {
-    if (socket.bytesRead > limit) socket.destroy();
-  }));
+  socket.once('resume', () => {
+    // Dropped unparsed: the parser of a refused request would refuse every chunk again, and that refusal reset.
+    socket.removeAllListeners('data');
+    socket.on('data', () => {
+      if (socket.bytesRead > limit) socket.destroy();
+    });
+  });
   socket.resume();
 }

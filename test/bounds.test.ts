@@ -108,12 +108,12 @@ test('a closing connection reads and drops what its client still sends: after a 
 });
 
 test('a closing connection drops at most 16 bodies of MESSAGES_MAX_BODY_BYTES: a client that keeps sending is reset past that, before the linger ends', async (t) => {
-  const app = await serve(t, { MESSAGES_MAX_BODY_BYTES: '65536' });
+  const app = await serve(t);
   // It ignores the server's FIN: a client with allowHalfOpen off would end its side on it, and stop sending.
   const { socket, reader } = await stubbornClient(t, app.service.port);
   const started = performance.now();
   socket.write('POST /messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 1000000000\r\n\r\n');
-  // 64 MiB at most, far past the 1 MiB dropped and what the kernel's buffers hold; the client never closes.
+  // 64 MiB at most, past the 16 MiB dropped and what the kernel's buffers hold; the client never closes.
   const chunk = Buffer.alloc(65_536, 'x');
   let written = 0;
   const wroteAll = await new Promise<boolean>((resolve) => {
@@ -129,6 +129,8 @@ test('a closing connection drops at most 16 bodies of MESSAGES_MAX_BODY_BYTES: a
     write();
   });
   assert.equal(wroteAll, false, `the client wrote all ${written} bytes: nothing stopped it`);
+  // The server read all 16 MiB before it let go; the kernel's buffers took some more.
+  assert.ok(written > 16 * 1_048_576, `reset after ${written} bytes`);
   assert.equal((await reader.next('POST'))?.status, 413);
   await waitFor(async () => (await connectionCount(app)) === 0, lingerMs, 'the connection released');
   const elapsedMs = performance.now() - started;
@@ -480,12 +482,13 @@ test('with MESSAGES_MAX_CONNECTIONS_PER_IP, one address re-opening stalled POSTs
 const sendWholeBodyFirst = `
 import http.client, json, ssl, sys
 port, ca, tries, size = int(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+headers = {'Content-Type': 'application/json', **json.loads(sys.argv[5] if len(sys.argv) > 5 else '{}')}
 body = json.dumps({'message': 'z' * size}).encode()
 outcomes = []
 for _ in range(tries):
     conn = http.client.HTTPSConnection('localhost', port, context=ssl.create_default_context(cafile=ca), timeout=10)
     try:
-        conn.request('POST', '/messages', body=body, headers={'Content-Type': 'application/json'})
+        conn.request('POST', '/messages', body=body, headers=headers)
         outcomes.append(str(conn.getresponse().status))
     except Exception as err:
         outcomes.append(type(err).__name__)
@@ -498,4 +501,14 @@ test('a 413 reaches a client that sends its whole 10 MB body, ten times the limi
   const app = await serve(t);
   const { stdout } = await run('python3', ['-c', sendWholeBodyFirst, String(app.service.port), cert.certFile, '20', '10000000'], { timeout: 50_000 });
   assert.deepEqual(stdout.trim().split(' '), Array(20).fill('413'));
+});
+
+test('a 400 or a 431 from the parser reaches a client that sends its whole 2 MB body before it reads, 10 of 10 times each', { timeout: 60_000 }, async (t) => {
+  const app = await serve(t);
+  // What follows a refused request is dropped unparsed: parsed, each chunk was refused again, and the refusal reset.
+  for (const [status, headers] of [['400', { 'Transfer-Encoding': 'chunked', 'Content-Length': '5' }], ['431', { 'X-Big': 'a'.repeat(20_000) }]] as const) {
+    const args = ['-c', sendWholeBodyFirst, String(app.service.port), cert.certFile, '10', '2000000', JSON.stringify(headers)];
+    const { stdout } = await run('python3', args, { timeout: 25_000 });
+    assert.deepEqual(stdout.trim().split(' '), Array(10).fill(status), status);
+  }
 });
