@@ -11,15 +11,20 @@ interface Item extends Swept { id: number; payload: number[] }
 const item = (id: number, payloadLength = 0): Item =>
   ({ slot: -1, id, payload: new Array<number>(payloadLength).fill(id) });
 
-test('a sweep looks at each registered item once a tick, at none deleted, as slots are reused', async () => {
+test('a sweep looks at each registered item once a tick, at none deleted, as slots are reused: no more slots than items registered at once', async () => {
   const looks = new Map<number, number>();
   const sweep = createSweep<Item>(5, (each) => looks.set(each.id, (looks.get(each.id) ?? 0) + 1));
   const items = Array.from({ length: 300 }, (_, id) => item(id));
+  let most = 0;
+  let highestSlot = -1;
   // Calls start and finish interleaved, a few out of order, as on several Redis connections.
   for (const [at, each] of items.entries()) {
     sweep.add(each);
+    most = Math.max(most, items.filter((one) => one.slot !== -1).length);
+    highestSlot = Math.max(highestSlot, each.slot);
     if (at >= 10 && at % 7 !== 0) sweep.delete(items[at - 10]!);
   }
+  assert.equal(highestSlot, most - 1, `slot ${highestSlot} with at most ${most} registered at once`);
   sweep.add(items[298]!); // twice is harmless, as is deleting twice
   sweep.delete(items[299]!);
   sweep.delete(items[299]!);
