@@ -125,7 +125,9 @@ function processMetrics(registry: Registry, version: string): void {
       delay.reset();
       return { '': Number.isFinite(p99) ? p99 : 0 };
     });
-  const descriptors = () => fs.readdirSync('/proc/self/fd').length;
+  // Linux 6.2 and later give the count as the directory's size (9 us); listing it, as earlier ones need (their size
+  // is 0), blocks the loop 7.6 ms per 10,000 descriptors.
+  const descriptors = () => fs.statSync('/proc/self/fd').size || fs.readdirSync('/proc/self/fd').length;
   registry.sampled('process_open_fds', 'Open file descriptors.', 'gauge', one(descriptors));
   // Read at each sample: the soft limit may be changed while the process runs (prlimit).
   const limits = /^Max open files\s+(\d+)/m;
