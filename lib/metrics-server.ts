@@ -23,6 +23,8 @@ export function serveMetrics(bind: string, port: number, render: () => string): 
   // A scraper that stalls must not hold a socket: Prometheus asks again on its next interval anyway.
   server.requestTimeout = 10_000;
   server.headersTimeout = 10_000;
+  // Past it Node closes a new connection at once: a flood here must not take the descriptors the API needs.
+  server.maxConnections = 16;
   return new Promise((resolve, reject) => {
     const failed = (err: Error) => reject(new Error(`metrics listener on ${bind}:${port} (MESSAGES_METRICS_BIND, ` +
       `MESSAGES_METRICS_PORT; 0 turns it off): ${err.message}`));

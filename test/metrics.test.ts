@@ -1,13 +1,16 @@
 // The metrics registry: Prometheus text format 0.0.4 that promtool accepts, label escaping, and the merge of processes.
 import assert from 'node:assert/strict';
 import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { once } from 'node:events';
 import fs from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
+import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { test, type TestContext } from 'node:test';
 import { projectRoot } from '../lib/config.ts';
 import { labels, Registry } from '../lib/metrics.ts';
+import { serveMetrics } from '../lib/metrics-server.ts';
 import {
   freePort, listeningPids, makeCert, postMessage, request, serviceEnv, spawnService, startRedis, stopChild, tempDir, track,
   waitFor, waitForOutput,
@@ -135,6 +138,32 @@ test('process_max_fds is the descriptor limit the kernel enforces now, process_o
   const open = fs.readdirSync(`/proc/${pid}/fd`).length;
   assert.ok(Math.abs(valueOf(body, 'process_open_fds')! - open) <= 2, `open ${open}, ${body.match(/process_open_fds .*/)?.[0]}`);
   assert.ok(Math.abs(valueOf(body, 'messages_open_fds_ratio')! - open / limit) <= 2 / limit, body.match(/messages_open_fds_ratio .*/)?.[0]);
+});
+
+test('the metrics listener holds at most 16 connections: past them one is closed at once, and a freed slot serves again', async (t) => {
+  const server = await serveMetrics('127.0.0.1', 0, () => 'demo 1\n');
+  t.after(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  const port = (server.address() as AddressInfo).port;
+  const count = () => new Promise<number>((resolve, reject) => server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
+  const connect = async () => {
+    const socket = net.connect(port, '127.0.0.1');
+    t.after(() => socket.destroy());
+    await once(socket, 'connect');
+    return socket;
+  };
+  // Idle scrapers that send nothing: each holds a descriptor of the process until the headers timeout.
+  const held = await Promise.all(Array.from({ length: 16 }, connect));
+  await waitFor(async () => (await count()) === 16, 2000, '16 connections held');
+  const extra = await connect();
+  let closed = false;
+  extra.once('close', () => { closed = true; });
+  await waitFor(() => closed, 2000, 'the 17th connection closed by the server');
+  held[0]!.destroy();
+  await waitFor(async () => (await count()) === 15, 2000, 'a slot freed');
+  assert.equal((await scrape(port)).status, 200);
 });
 
 test('a worker with no descriptor left reports messages_open_fds_ratio 1 through the primary, and stays up', { timeout: 60_000 }, async (t) => {
