@@ -502,7 +502,7 @@ for _ in range(tries):
 print(' '.join(outcomes))
 `;
 
-test('a 413 reaches a client that sends its whole 10 MB body, ten times the limit, before it reads (python-requests does), 20 of 20 times', { timeout: 60_000 }, async (t) => {
+test('a 413 reaches a client that sends its whole 10 MB body, about ten times the limit, before it reads (python-requests does), 20 of 20 times', { timeout: 60_000 }, async (t) => {
   const app = await serve(t);
   const { stdout } = await run('python3', ['-c', sendWholeBodyFirst, String(app.service.port), cert.certFile, '20', '10000000'], { timeout: 50_000 });
   assert.deepEqual(stdout.trim().split(' '), Array(20).fill('413'));
