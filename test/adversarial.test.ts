@@ -9,7 +9,8 @@ import path from 'node:path';
 import { after, before, describe, test, type TestContext } from 'node:test';
 import { generateCert } from '../lib/certs.ts';
 import {
-  makeCert, postMessage, readIfExists, request, serviceEnv, spawnService, startRedis, stopChild, tempDir, waitFor,
+  makeCert, openConnections, postMessage, readIfExists, request, serviceEnv, spawnService, startRedis, stopChild, tempDir,
+  waitFor,
   type Cert, type RedisServer, type Reply,
 } from './helpers.ts';
 import { closed, connect, contractViolation, exchange, startCapturing, type Captured, type RawResponse } from './attack-fixtures.ts';
@@ -50,9 +51,7 @@ async function settledAfterClose(app: Captured): Promise<void> {
   await new Promise((resolve) => setImmediate(resolve));
 }
 
-function connectionCount(app: Captured): Promise<number> {
-  return new Promise((resolve, reject) => app.service.server.getConnections((err, count) => (err ? reject(err) : resolve(count))));
-}
+const connectionCount = (app: Captured) => openConnections(app.service.server);
 
 // Writes `first`, then `more` every 100 ms until the server closes the connection.
 async function trickle(port: number, first: string, more: string) {

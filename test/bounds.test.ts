@@ -22,7 +22,7 @@ import { callReporter, refusalLog } from '../lib/redis-reports.ts';
 import { createClient } from '@redis/client';
 import { digestOf } from '../lib/store.ts';
 import { info, redisCli, redisCliBatch } from './redis-fixtures.ts';
-import { makeCert, postMessage, request, serviceEnv, spawnService, startRedis, stopChild, tempDir, untilReady, waitFor, type Cert, type RedisServer } from './helpers.ts';
+import { makeCert, openConnections, postMessage, request, serviceEnv, spawnService, startRedis, stopChild, tempDir, untilReady, waitFor, type Cert, type RedisServer } from './helpers.ts';
 
 const run = promisify(execFile);
 
@@ -44,8 +44,7 @@ async function serve(t: TestContext, extra: Record<string, string> = {}): Promis
   return app;
 }
 
-const connectionCount = (app: Captured) => new Promise<number>((resolve, reject) =>
-  app.service.server.getConnections((err, count) => (err ? reject(err) : resolve(count))));
+const connectionCount = (app: Captured) => openConnections(app.service.server);
 
 const healthz = (port: number) => request(port, cert.ca, { path: '/healthz' });
 

@@ -284,6 +284,10 @@ export function postMessage(port: number, ca: Buffer, message: string): Promise<
   });
 }
 
+// How many connections a server in this process holds open now.
+export const openConnections = (server: net.Server) => new Promise<number>((resolve, reject) =>
+  server.getConnections((err, count) => (err ? reject(err) : resolve(count))));
+
 // For state with no event to wait on (a file's contents, a port coming back): a bounded poll.
 export async function waitFor<T>(probe: () => T | undefined | false | Promise<T | undefined | false>, timeoutMs = 10_000, what = 'condition'): Promise<T> {
   const deadline = Date.now() + timeoutMs;

@@ -12,8 +12,8 @@ import { projectRoot } from '../lib/config.ts';
 import { labels, Registry } from '../lib/metrics.ts';
 import { serveMetrics } from '../lib/metrics-server.ts';
 import {
-  freePort, listeningPids, makeCert, postMessage, request, serviceEnv, spawnService, startRedis, stopChild, tempDir, track,
-  waitFor, waitForOutput,
+  freePort, listeningPids, makeCert, openConnections, postMessage, request, serviceEnv, spawnService, startRedis,
+  stopChild, tempDir, track, waitFor, waitForOutput,
   type Cert, type RedisServer, type Spawned,
 } from './helpers.ts';
 
@@ -147,7 +147,7 @@ test('the metrics listener holds at most 16 connections: past them one is closed
     server.close();
   });
   const port = (server.address() as AddressInfo).port;
-  const count = () => new Promise<number>((resolve, reject) => server.getConnections((err, n) => (err ? reject(err) : resolve(n))));
+  const count = () => openConnections(server);
   const connect = async () => {
     const socket = net.connect(port, '127.0.0.1');
     t.after(() => socket.destroy());
