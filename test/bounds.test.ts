@@ -12,7 +12,7 @@ import { performance } from 'node:perf_hooks';
 import { after, before, test, type TestContext } from 'node:test';
 import tls from 'node:tls';
 import { promisify } from 'node:util';
-import { ResponseReader, startCapturing, type Captured } from './attack-fixtures.ts';
+import { connect, ResponseReader, startCapturing, type Captured } from './attack-fixtures.ts';
 import { createAppLog } from '../lib/app-log.ts';
 import { loadConfig } from '../lib/config.ts';
 import { nodeOptions } from '../lib/redis-connection.ts';
@@ -93,10 +93,8 @@ test('a client that said close after a whole request (Connection: close, or HTTP
 
 test('a closing connection reads and drops what its client still sends: after a 413 from Content-Length, the whole body and the FIN are read, and the connection is released at once', async (t) => {
   const app = await serve(t);
-  const socket = tls.connect({ port: app.service.port, host: '127.0.0.1', ca: cert.ca, servername: 'localhost' });
+  const { socket, reader } = await connect(app.service.port, cert.ca);
   t.after(() => socket.destroy());
-  const reader = new ResponseReader(socket);
-  await once(socket, 'secureConnect');
   // One byte over the limit: a 413 at once, and the rest within what a closing connection drops.
   const size = 1_048_577;
   socket.write(`POST /messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${size}\r\n\r\n`);
