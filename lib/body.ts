@@ -1,5 +1,5 @@
 // Reads and validates the JSON body of POST /messages: media type, size limit, buffered bytes, data rate, UTF-8, shape.
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { Budget, Release } from './budget.ts';
 import { createSweep, type Swept } from './sweep.ts';
@@ -45,8 +45,8 @@ function largestSize(req: IncomingMessage, limit: number): number {
 }
 
 // Settles once: whole body, 413 past the limit, or 408 too slow; inline listeners dodge tsx's keepNames (3% of a POST).
-function readBody(req: IncomingMessage, { maxBytes: limit, reading: rates }: BodyLimits): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
+function readBody(req: IncomingMessage, res: ServerResponse, { maxBytes, reading: rates }: BodyLimits) {
+  return new Promise<Buffer>((resolve, reject) => {
     const chunks: Buffer[] = [];
     let settled = false;
     const reading: Reading = {
@@ -65,7 +65,7 @@ function readBody(req: IncomingMessage, { maxBytes: limit, reading: rates }: Bod
       if (settled) return;
       reading.size += chunk.length;
       // The rest is read and dropped, never buffered, while the 413 closes the connection.
-      if (reading.size > limit) reading.fail(errors.payloadTooLarge(limit));
+      if (reading.size > maxBytes) reading.fail(errors.payloadTooLarge(maxBytes));
       else chunks.push(chunk);
     });
     req.on('end', () => {
@@ -74,8 +74,8 @@ function readBody(req: IncomingMessage, { maxBytes: limit, reading: rates }: Bod
       rates?.delete(reading);
       resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, reading.size));
     });
-    // A client gone mid-body is a 4xx in the access log; no 'error' listener is added: 'close' follows an abort.
-    req.on('close', () => {
+    // The answer's 'close': a request refused mid-body never emits its own; a client gone is a 400 (needs no 'error').
+    res.on('close', () => {
       if (!settled) reading.fail(errors.badRequest('Request body was not received completely'));
     });
   });
@@ -134,11 +134,11 @@ export function parseMessage(body: Buffer): string {
 interface Received { message: string; release: Release }
 
 // Reads a POST's message once its body fits the budget; `release` returns the bytes once it is stored or refused.
-export async function readMessage(req: IncomingMessage, limits: BodyLimits): Promise<Received> {
+export async function readMessage(req: IncomingMessage, res: ServerResponse, limits: BodyLimits): Promise<Received> {
   if (!isJson(req.headers['content-type'])) throw errors.unsupportedMediaType(req.headers['content-type']);
-  const release = await limits.budget.reserve(largestSize(req, limits.maxBytes), req);
+  const release = await limits.budget.reserve(largestSize(req, limits.maxBytes), res);
   try {
-    return { message: parseMessage(await readBody(req, limits)), release };
+    return { message: parseMessage(await readBody(req, res, limits)), release };
   } catch (err) {
     release();
     throw err;

@@ -5,7 +5,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { loadConfig } from '../lib/config.ts';
 import { createAppLog } from '../lib/app-log.ts';
-import { createServiceMetrics } from '../lib/service-metrics.ts';
+import { createServiceMetrics, type ServiceMetrics } from '../lib/service-metrics.ts';
 import { openLogFiles } from '../lib/log-files.ts';
 import { startService, type Service } from '../lib/service.ts';
 
@@ -217,6 +217,7 @@ export interface Captured {
   appLines: string[];
   accessLines: string[];
   logDir: string;
+  metrics: ServiceMetrics;
   stop(): Promise<void>;
 }
 
@@ -237,12 +238,14 @@ export async function startCapturing(env: Record<string, string>): Promise<Captu
       files.access(line);
     },
   };
-  const service = await startService(config, logs, createAppLog(logs.app), createServiceMetrics('test'));
+  const metrics = createServiceMetrics('test');
+  const service = await startService(config, logs, createAppLog(logs.app), metrics);
   return {
     service,
     appLines,
     accessLines,
     logDir: config.logDir,
+    metrics,
     async stop() {
       await service.stop();
       files.close();

@@ -418,6 +418,51 @@ test('a body is read only once it fits MESSAGES_MAX_BUFFERED_BYTES: a small POST
   assert.equal((await second.answered).status, 201);
 });
 
+// The counter of bodies refused for `cause` (docs/metrics.md).
+const rejectedBodies = (app: Captured, cause: string) =>
+  app.metrics.registry.snapshot().messages_http_bodies_rejected_total?.[`{cause="${cause}"}`] ?? 0;
+
+// A chunked POST's head and its first chunk, a valid start of {"message": ...}.
+const chunkedStart = 'POST /messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n'
+  + 'Transfer-Encoding: chunked\r\n\r\n5\r\n{"mes\r\n';
+
+// Room for one chunked body only, and no minimum rate: nothing but the refusal itself can give the place back.
+const oneBody = { MESSAGES_MAX_BODY_BYTES: '1000', MESSAGES_MAX_BUFFERED_BYTES: '1000', MESSAGES_MIN_BODY_RATE: '0',
+  MESSAGES_HEADERS_TIMEOUT_MS: '1000', MESSAGES_REQUEST_TIMEOUT_MS: '1500' };
+
+const refusedMidBody = [
+  { refusal: 'a bad chunk (400)', rest: 'zz\r\n', status: 400, cause: 'invalid' },
+  { refusal: 'the request timeout (408)', rest: '', status: 408, cause: 'too_slow' },
+];
+
+test('a body refused part-way, by a bad chunk (400) or by the request timeout (408), gives back its place in MESSAGES_MAX_BUFFERED_BYTES and is counted by its cause', { timeout: 30_000 }, async (t) => {
+  for (const { refusal, rest, status, cause } of refusedMidBody) {
+    const app = await serve(t, oneBody);
+    const { socket, reader } = await connect(app.service.port, cert.ca);
+    t.after(() => socket.destroy());
+    socket.write(chunkedStart + rest);
+    assert.equal((await reader.next('POST', 5000))?.status, status, refusal);
+    await waitFor(() => app.metrics.sources.bufferedBytes!() === 0, 3000, `the bytes of the body refused by ${refusal} given back`);
+    assert.equal(rejectedBodies(app, cause), 1, refusal);
+    assert.equal((await postMessage(app.service.port, cert.ca, `after ${refusal}`)).status, 201, refusal);
+  }
+});
+
+test('a POST refused while it waits for MESSAGES_MAX_BUFFERED_BYTES leaves the queue: the POSTs after it are read', { timeout: 20_000 }, async (t) => {
+  const app = await serve(t, oneBody);
+  const holder = await connect(app.service.port, cert.ca);
+  const waiter = await connect(app.service.port, cert.ca);
+  t.after(() => { holder.socket.destroy(); waiter.socket.destroy(); });
+  holder.socket.write(chunkedStart);
+  await waitFor(() => app.metrics.sources.bufferedBytes!() === 1000, 3000, 'the first body holding the budget');
+  waiter.socket.write(`${chunkedStart}zz\r\n`);
+  assert.equal((await waiter.reader.next('POST', 5000))?.status, 400);
+  holder.socket.write('10\r\nsage": "holder"}\r\n0\r\n\r\n');
+  assert.equal((await holder.reader.next('POST', 5000))?.status, 201);
+  await waitFor(() => app.metrics.sources.bufferedBytes!() === 0, 3000, 'the bytes of every body given back');
+  assert.equal((await postMessage(app.service.port, cert.ca, 'after the queue')).status, 201);
+});
+
 test('a body slower than MESSAGES_MIN_BODY_RATE after the 5 s grace gets 408 and loses its connection', { timeout: 30_000 }, async (t) => {
   const app = await serve(t);
   const client = await stubbornClient(t, app.service.port);
