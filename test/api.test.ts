@@ -2,8 +2,10 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import https from 'node:https';
+import { performance } from 'node:perf_hooks';
 import { after, before, describe, test } from 'node:test';
 import { closed, connect, exchange } from './attack-fixtures.ts';
+import { parseMessage } from '../lib/body.ts';
 import { redisCli } from './redis-fixtures.ts';
 import { makeCert, postMessage, request, serviceEnv, startReady, startRedis, tempDir, type Cert, type InProcess, type RedisServer } from './helpers.ts';
 
@@ -58,6 +60,27 @@ describe('POST /messages', () => {
   test('answers 400 for a body nested deeper than 32 levels, before parsing it', async () => {
     assertJsonError(await post(`{"message":"x","deep":${'['.repeat(32)}${']'.repeat(32)}}`), 400, 'Request body nests deeper than 32 levels');
     assertJsonError(await post('['.repeat(1000)), 400, 'Request body nests deeper than 32 levels');
+  });
+
+  test('checks nesting in time linear in the body: 256 KiB of escaped quotes in an open string cost no more than a message', () => {
+    const hostile = Buffer.from(`${'['.repeat(33)}"${'\\"'.repeat(131_072)}`);
+    const message = Buffer.from(JSON.stringify({ message: '['.repeat(262_144) }));
+    const took = (body: Buffer) => {
+      const started = performance.now();
+      try {
+        parseMessage(body);
+      } catch {
+        // Only the time counts here; the answers are the tests above.
+      }
+      return performance.now() - started;
+    };
+    // The fastest of three each, interleaved: a scan that restarts at every quote took 12 s for 200 KiB.
+    const times = { hostile: Infinity, message: Infinity };
+    for (let round = 0; round < 3; round += 1) {
+      times.hostile = Math.min(times.hostile, took(hostile));
+      times.message = Math.min(times.message, took(message));
+    }
+    assert.ok(times.hostile < 10 * times.message + 5, `hostile ${times.hostile} ms, a message ${times.message} ms`);
   });
 
   test('accepts nesting up to 32 levels, and brackets inside the message itself', async () => {
