@@ -55,10 +55,10 @@ export function createApp({ store, appLog, accessLog, body: bodyLimits, metrics,
   const reply = (exchange: Exchange, { status, body, headers }: Answer) => send(exchange, status, body, headers);
 
   async function postMessage(exchange: Exchange) {
-    const { message, release } = await readMessage(exchange.req, exchange.res, bodyLimits).catch((err: unknown) => {
+    const { req, res } = exchange;
+    const { message, release } = await readMessage(req, res, bodyLimits).catch((err: unknown) => {
       // Already answered by a refusal mid-body (a bad chunk, the request timeout): counted by the status it sent.
-      const { headersSent, statusCode } = exchange.res;
-      if (err instanceof HttpError) metrics.bodyRejected(headersSent ? statusCode : err.status);
+      if (err instanceof HttpError) metrics.bodyRejected(res.headersSent ? res.statusCode : err.status);
       throw err;
     });
     let digest: string;

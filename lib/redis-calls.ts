@@ -27,9 +27,7 @@ export function boundedCalls({ timeoutMs, maxInflight }: CallLimits, report: Cal
   // node-redis's timeout stops at the write; this bounds the reply too (a hang raises no error).
   const run = <T>(command: string, work: () => Promise<T>) => new Promise<T>((resolve, reject) => {
     const call: Deadline = {
-      started: performance.now(),
-      done: false,
-      slot: -1,
+      started: performance.now(), done: false, slot: -1,
       expire() {
         call.done = true;
         report.timedOut(command, performance.now() - call.started);

@@ -4,9 +4,7 @@ import type { AppLog } from './app-log.ts';
 import { boundedCalls } from './redis-calls.ts';
 import { callReporter, refusalLog, type CallObserver } from './redis-reports.ts';
 import type { RedisConfig } from './config.ts';
-import {
-  nodeOptions, offline, readinessProbe, writeDurably, type RedisConnection,
-} from './redis-connection.ts';
+import { nodeOptions, offline, readinessProbe, writeDurably, type RedisConnection } from './redis-connection.ts';
 import { closeClient } from './redis-failures.ts';
 import { stateReporter } from './redis-state.ts';
 
