@@ -6,6 +6,7 @@ import { createSweep, type Swept } from './sweep.ts';
 import { errors } from './errors.ts';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+const noBody: Buffer = Buffer.alloc(0);
 
 // "application/json" with any parameters (charset=...), case-insensitive (RFC 9110 section 8.3.1).
 export function isJson(contentType: string | undefined): boolean {
@@ -18,7 +19,7 @@ export function isJson(contentType: string | undefined): boolean {
 export interface BodyLimits {
   maxBytes: number; // MESSAGES_MAX_BODY_BYTES
   budget: Budget; // MESSAGES_MAX_BUFFERED_BYTES for the whole process
-  reading: ReturnType<typeof watchBodyRates>; // MESSAGES_MIN_BODY_RATE's sweep; undefined when 0
+  rates: ReturnType<typeof watchBodyRates>; // MESSAGES_MIN_BODY_RATE's sweep; undefined when 0
 }
 
 interface Reading extends Swept { started: number; size: number; fail(err: Error): void }
@@ -45,17 +46,16 @@ function largestSize(req: IncomingMessage, limit: number): number {
 }
 
 // Settles once: whole body, 413 past the limit, or 408 too slow; inline listeners dodge tsx's keepNames (3% of a POST).
-function readBody(req: IncomingMessage, res: ServerResponse, { maxBytes, reading: rates }: BodyLimits) {
+function readBody(req: IncomingMessage, res: ServerResponse, largest: number, { maxBytes, rates }: BodyLimits) {
   return new Promise<Buffer>((resolve, reject) => {
-    const chunks: Buffer[] = [];
+    // One buffer, doubled up to `largest`: a client may send a byte per piece, and each piece costs ~200 bytes of heap.
+    let body = noBody;
     let settled = false;
     const reading: Reading = {
-      started: performance.now(),
-      size: 0,
-      slot: -1,
+      started: performance.now(), size: 0, slot: -1,
       fail(err) {
         settled = true;
-        chunks.length = 0;
+        body = noBody;
         rates?.delete(reading);
         reject(err);
       },
@@ -63,16 +63,21 @@ function readBody(req: IncomingMessage, res: ServerResponse, { maxBytes, reading
     rates?.add(reading);
     req.on('data', (chunk: Buffer) => {
       if (settled) return;
-      reading.size += chunk.length;
+      const end = reading.size + chunk.length;
       // The rest is read and dropped, never buffered, while the 413 closes the connection.
-      if (reading.size > maxBytes) reading.fail(errors.payloadTooLarge(maxBytes));
-      else chunks.push(chunk);
+      if (end > maxBytes) return reading.fail(errors.payloadTooLarge(maxBytes));
+      if (end === largest && reading.size === 0) body = chunk; // the whole body in one piece, as most come: no copy
+      else {
+        if (end > body.length) body = Buffer.concat([body], Math.min(largest, Math.max(2 * end, 16_384)));
+        chunk.copy(body, reading.size);
+      }
+      reading.size = end;
     });
     req.on('end', () => {
       if (settled) return;
       settled = true;
       rates?.delete(reading);
-      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, reading.size));
+      resolve(body.length === reading.size ? body : body.subarray(0, reading.size));
     });
     // The answer's 'close': a request refused mid-body never emits its own; a client gone is a 400 (needs no 'error').
     res.on('close', () => {
@@ -136,9 +141,10 @@ interface Received { message: string; release: Release }
 // Reads a POST's message once its body fits the budget; `release` returns the bytes once it is stored or refused.
 export async function readMessage(req: IncomingMessage, res: ServerResponse, limits: BodyLimits): Promise<Received> {
   if (!isJson(req.headers['content-type'])) throw errors.unsupportedMediaType(req.headers['content-type']);
-  const release = await limits.budget.reserve(largestSize(req, limits.maxBytes), res);
+  const largest = largestSize(req, limits.maxBytes);
+  const release = await limits.budget.reserve(largest, res);
   try {
-    return { message: parseMessage(await readBody(req, res, limits)), release };
+    return { message: parseMessage(await readBody(req, res, largest, limits)), release };
   } catch (err) {
     release();
     throw err;

@@ -55,7 +55,7 @@ export async function startService(
   const body = {
     maxBytes: config.maxBodyBytes,
     budget: createBudget(config.maxBufferedBytes),
-    reading: watchBodyRates(config.minBodyRate),
+    rates: watchBodyRates(config.minBodyRate),
   };
   const app = createApp({ store, appLog, accessLog: logs.access, body, metrics, ready: readiness(redis) });
   const connections = createConnections(app.handle, lingerBodies * config.maxBodyBytes);
