@@ -20,6 +20,9 @@ export interface Connection {
   last: (() => void) | undefined; // a raw answer that ends the connection, once the turns ahead of it are answered
 }
 
+// Requests parsed ahead of their answers: Node's parser reads on through a pipeline, so past these the client is cut.
+const maxPipelined = 8;
+
 // `lingerBytes` caps what a closing connection reads and drops (sockets.ts).
 export function createConnections(handle: Handle, lingerBytes: number) {
   const connections = new WeakMap<Socket, Connection>();
@@ -66,13 +69,13 @@ export function createConnections(handle: Handle, lingerBytes: number) {
     request(req: IncomingMessage, res: ServerResponse): void {
       const connection = connectionOf(req.socket);
       // A request pipelined behind an answer that ends the connection is never answered: the client sent it unasked.
-      if (connection.closing) {
+      if (connection.closing || connection.turns.length === maxPipelined) {
         req.socket.destroy();
         return;
       }
       connection.turns.push({ req, res, received: performance.now(), state: 'waiting' });
       if (connection.turns.length === 1) process.nextTick(advance, connection);
-      // What the parser read ahead waits unread: TCP pushes back on a client pipelining faster than answered.
+      // What the parser has not read yet waits, where Node lets it: TCP pushes back on a client pipelining.
       else req.socket.pause();
     },
     // The connection of a socket that has had a request, for the refusals (refusals.ts).

@@ -224,6 +224,26 @@ test('3,000 GETs of a 1 MB message pipelined in one write leave Redis below 256 
   assert.deepEqual([...new Set(statuses)], [200]);
 });
 
+test('a client pipelining more than 8 requests ahead of their answers is cut: of 20,000 GETs in one write, few are parsed and none held', { timeout: 30_000 }, async (t) => {
+  const app = await serve(t);
+  let received = 0;
+  app.service.server.on('request', () => { received += 1; });
+  const attacker = await connect(app.service.port, cert.ca);
+  t.after(() => attacker.socket.destroy());
+  attacker.socket.pause(); // never reads an answer
+  attacker.socket.write('GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n'.repeat(20_000));
+  // Not once(): the cut is a reset, and once() rejects on 'error'.
+  await new Promise((resolve) => {
+    attacker.socket.once('close', resolve);
+    setTimeout(resolve, 5000);
+  });
+  t.diagnostic(`${received} requests parsed before the cut`);
+  assert.ok(attacker.socket.closed, `the connection is still open with ${received} requests parsed`);
+  assert.ok(received < 5000, `${received} requests parsed`);
+  assert.equal(await connectionCount(app), 0);
+  assert.equal((await healthz(app.service.port)).status, 200);
+});
+
 test('a burst of 400 concurrent 1 MB POSTs within the limits gets at least 95% 201s, and every 201 is stored', { timeout: 120_000 }, async (t) => {
   const dir = tempDir();
   const service = await spawnService(serviceEnv({ redis, cert, dir }));
