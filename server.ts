@@ -83,7 +83,11 @@ async function main(): Promise<void> {
     appLog.info('metrics_listening', { bind: config.metricsBind, port: config.metricsPort });
     const stopServing = stop!;
     let stopping: Promise<void> | undefined;
-    stop = () => (stopping ??= stopServing().then(() => new Promise<void>((resolve) => server.close(() => resolve()))));
+    // Its connections are cut: close() alone waits for each client to hang up, past the shutdown timeout.
+    stop = () => (stopping ??= stopServing().then(() => new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    })));
   }
   if (stopRequested !== undefined) requestStop(stopRequested);
 }

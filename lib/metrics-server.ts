@@ -20,9 +20,13 @@ export function serveMetrics(bind: string, port: number, render: () => string): 
     });
     res.end(body);
   });
-  // A scraper that stalls must not hold a socket: Prometheus asks again on its next interval anyway.
+  // A scraper that stalls must not hold a socket: Prometheus asks again on its next interval anyway. The send too:
+  // a connection that moves no byte for 10 s is destroyed (Node's default with no 'timeout' listener).
   server.requestTimeout = 10_000;
   server.headersTimeout = 10_000;
+  server.timeout = 10_000;
+  // One scrape per connection (Connection: close): Node answers a pipelined one 503 itself, without a render.
+  server.maxRequestsPerSocket = 1;
   // Past it Node closes a new connection at once: a flood here must not take the descriptors the API needs.
   server.maxConnections = 16;
   return new Promise((resolve, reject) => {

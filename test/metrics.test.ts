@@ -7,6 +7,7 @@ import http from 'node:http';
 import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
+import { performance } from 'node:perf_hooks';
 import { test, type TestContext } from 'node:test';
 import { projectRoot } from '../lib/config.ts';
 import { labels, Registry } from '../lib/metrics.ts';
@@ -164,6 +165,55 @@ test('the metrics listener holds at most 16 connections: past them one is closed
   held[0]!.destroy();
   await waitFor(async () => (await count()) === 15, 2000, 'a slot freed');
   assert.equal((await scrape(port)).status, 200);
+});
+
+test('connections held open on the metrics port do not hold the stop: SIGTERM exits within MESSAGES_SHUTDOWN_TIMEOUT_MS', { timeout: 30_000 }, async (t) => {
+  const { service, metricsPort } = await startWithMetrics(t, { MESSAGES_SHUTDOWN_TIMEOUT_MS: '1000' });
+  await waitFor(() => service.output().includes('"event":"metrics_listening"'), 10_000, 'the metrics listener');
+  // One silent, one with half a request line: before, the stop waited for their clients (15 s, 51 s) to hang up.
+  const held = ['', 'GET /metrics HTTP/1.1\r\n'].map((sent) => {
+    const socket = net.connect(metricsPort, '127.0.0.1', () => socket.write(sent));
+    socket.on('error', () => {});
+    t.after(() => socket.destroy());
+    return socket;
+  });
+  await Promise.all(held.map((socket) => once(socket, 'connect')));
+  const started = performance.now();
+  const exited = once(service.child, 'exit');
+  service.child.kill('SIGTERM');
+  const [code] = await Promise.race([exited, new Promise<never>((_, reject) => setTimeout(() => reject(new Error('still running 5 s after SIGTERM')), 5000))]);
+  assert.equal(code, 0);
+  t.diagnostic(`exited ${Math.round(performance.now() - started)} ms after SIGTERM`);
+});
+
+test('the metrics listener renders one scrape per connection, and cuts one whose client stops reading after 10 s without progress', { timeout: 60_000 }, async (t) => {
+  let renders = 0;
+  // 16 MB: more than loopback's socket buffers take, so the answer cannot be written while the client does not read.
+  const page = `demo 1\n${'# padding\n'.repeat(1_600_000)}`;
+  const server = await serveMetrics('127.0.0.1', 0, () => {
+    renders += 1;
+    return page;
+  });
+  t.after(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  const port = (server.address() as AddressInfo).port;
+  const socket = net.connect(port, '127.0.0.1');
+  socket.on('error', () => {});
+  t.after(() => socket.destroy());
+  await once(socket, 'connect');
+  socket.pause(); // never reads
+  socket.write('GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(1000));
+  const started = performance.now();
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  assert.equal(renders, 1, 'scrapes rendered for one connection');
+  assert.equal(await openConnections(server), 1);
+  // Within 10 s of the last byte the kernel took: the socket buffers fill slowly here (the cut came after 20 s).
+  await waitFor(async () => (await openConnections(server)) === 0, 40_000, 'the stalled connection cut');
+  const elapsedMs = performance.now() - started;
+  t.diagnostic(`cut ${Math.round(elapsedMs)} ms after the pipeline`);
+  assert.ok(elapsedMs >= 9000, `cut after ${Math.round(elapsedMs)} ms`);
 });
 
 test('a worker with no descriptor left reports messages_open_fds_ratio 1 through the primary, and stays up', { timeout: 60_000 }, async (t) => {
