@@ -24,11 +24,8 @@ export class ReplicasMissing extends Error {
   }
 }
 
-interface Pipelines {
-  multi(): {
-    set(key: string, value: string): { wait(replicas: number, ms: number): { execAsPipeline(): Promise<unknown> } };
-  };
-}
+type Pipeline = { wait(replicas: number, ms: number): { execAsPipeline(): Promise<unknown> } };
+interface Pipelines { multi(): { set(key: string, value: string): Pipeline } }
 
 // WAIT counts only its connection's writes (https://redis.io/docs/latest/commands/wait/), so it follows the SET.
 export async function writeDurably(client: Pipelines, key: string, value: string, config: RedisConfig): Promise<void> {
@@ -54,10 +51,13 @@ export function nodeOptions(config: RedisConfig) {
     disableOfflineQueue: true,
     // Bounds what a stalled Redis leaves queued after boundedCalls() gave up, each with its value: then fail at once.
     commandsQueueMaxLength: 2 * config.maxInflight,
+    // A link that moves no byte for `socketTimeout` is cut and opened again: a Redis gone silent (a dead peer, a frozen
+    // process, a handshake never answered) sends no reset. A PING each second keeps a healthy idle link moving.
+    pingInterval: 1000,
     // Past the mark node-redis writes one command per scheduled write: above the values in flight
     // (MESSAGES_MAX_BUFFERED_BYTES) and 48 MiB more, all go out at once, and a busy process is no timeout (64 MiB).
     socket: { ...tlsOptions(config), connectTimeout: config.timeoutMs, reconnectStrategy: reconnectDelay,
-      highWaterMark: config.maxBufferedBytes + 48 * 2 ** 20 },
+      highWaterMark: config.maxBufferedBytes + 48 * 2 ** 20, socketTimeout: Math.max(5000, 3 * config.timeoutMs) },
   };
 }
 

@@ -5,10 +5,12 @@ import assert from 'node:assert/strict';
 import { createHook } from 'node:async_hooks';
 import { createHash } from 'node:crypto';
 import { once } from 'node:events';
+import net from 'node:net';
+import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { test, type TestContext } from 'node:test';
 import { createClient } from '@redis/client';
-import { makeCert, postMessage, request, serveOnOwnRedis, serviceEnv, spawnService, startRedis, stopChild, tempDir, untilReady, waitFor } from './helpers.ts';
+import { makeCert, postMessage, readIfExists, request, serveOnOwnRedis, serviceEnv, spawnService, startInProcess, startReady, startRedis, stopChild, tempDir, untilReady, waitFor } from './helpers.ts';
 
 const digestOf = (message: string) => createHash('sha256').update(message).digest('hex');
 
@@ -24,7 +26,8 @@ async function redisClientTimers(work: () => Promise<void>): Promise<string[]> {
       const site: { stack?: string } = {};
       Error.captureStackTrace(site);
       Error.stackTraceLimit = limit;
-      if (/[\\/]@redis[\\/]client[\\/]/.test(site.stack ?? '')) stacks.push(site.stack!);
+      // The PING timer (pingInterval) is one a second per link, not one per command.
+      if (/[\\/]@redis[\\/]client[\\/]/.test(site.stack ?? '') && !/setPingTimer/.test(site.stack!)) stacks.push(site.stack!);
     },
   });
   hook.enable();
@@ -74,6 +77,72 @@ test('a stalled Redis keeps at most 2 x MESSAGES_MAX_INFLIGHT abandoned commands
   assert.equal((await postMessage(port, cert.ca, 'past the queue')).status, 503);
   const elapsedMs = performance.now() - started;
   assert.ok(elapsedMs < 200, `answered after ${elapsedMs.toFixed(0)} ms, not at once`);
+});
+
+// A TCP relay to Redis whose open connections can be made silent (bytes dropped both ways, sockets kept open), as a
+// peer gone behind a firewall or a NAT looks; connections opened after that are relayed again.
+async function silentRelay(t: TestContext, redisPort: number) {
+  const relayed = new Set<net.Socket>();
+  const silent = new WeakSet<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(redisPort, '127.0.0.1');
+    relayed.add(client);
+    for (const [from, to] of [[client, upstream], [upstream, client]] as const) {
+      from.on('data', (chunk: Buffer) => { if (!silent.has(client)) to.write(chunk); });
+      from.on('error', () => to.destroy());
+      from.on('close', () => to.destroy());
+    }
+    client.on('close', () => relayed.delete(client));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  t.after(() => {
+    for (const client of relayed) client.destroy();
+    server.close();
+  });
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    silence: () => { for (const client of relayed) silent.add(client); },
+  };
+}
+
+test('a Redis link that goes silent (no reset, no reply) is cut and opened again: answers resume without a restart', { timeout: 30_000 }, async (t) => {
+  const dir = tempDir();
+  const [redis, cert] = await Promise.all([startRedis(), makeCert(dir)]);
+  t.after(() => redis.stop());
+  const relay = await silentRelay(t, redis.port);
+  // Calls keep the link writing until 2 x MESSAGES_MAX_INFLIGHT abandoned commands fill its queue: 4 here.
+  const env = serviceEnv({ redis, cert, dir }, {
+    MESSAGES_REDIS_PORT: String(relay.port), MESSAGES_REDIS_TIMEOUT_MS: '300', MESSAGES_MAX_INFLIGHT: '2',
+  });
+  const app = await startReady(env);
+  t.after(() => app.stop());
+  assert.equal((await postMessage(app.service.port, cert.ca, 'before the silence')).status, 201);
+  relay.silence();
+  assert.equal((await postMessage(app.service.port, cert.ca, 'during the silence')).status, 503);
+  const started = performance.now();
+  await waitFor(async () => (await postMessage(app.service.port, cert.ca, 'after the silence')).status === 201, 15_000, 'a 201 on a new link');
+  t.diagnostic(`201 again ${Math.round(performance.now() - started)} ms after the first 503`);
+  const down = readIfExists(path.join(dir, 'logs', 'app.log')).split('\n').filter((line) => line.includes('"event":"redis_down"'));
+  assert.equal(down.length, 1, down.join('\n'));
+  assert.match(down[0]!, /did not answer in time/);
+});
+
+test('a Redis that takes the connection but never answers its handshake is reported down, with a hint', { timeout: 30_000 }, async (t) => {
+  const dir = tempDir();
+  const [redis, cert] = await Promise.all([startRedis(), makeCert(dir)]);
+  t.after(async () => {
+    redis.child.kill('SIGCONT');
+    await redis.stop();
+  });
+  redis.child.kill('SIGSTOP'); // the kernel still accepts connections on its port
+  const app = await startInProcess(serviceEnv({ redis, cert, dir }, { MESSAGES_REDIS_TIMEOUT_MS: '300' }));
+  t.after(() => app.stop());
+  const appLog = path.join(dir, 'logs', 'app.log');
+  await waitFor(() => readIfExists(appLog).includes('"event":"redis_down"'), 15_000, 'redis_down in app.log');
+  assert.match(readIfExists(appLog), /"event":"redis_down".*did not answer in time/);
+  redis.child.kill('SIGCONT');
+  await waitFor(() => readIfExists(appLog).includes('"event":"redis_up"'), 15_000, 'redis_up once Redis answers');
 });
 
 test('a stop while Redis is still frozen, with commands outstanding, ends within MESSAGES_SHUTDOWN_TIMEOUT_MS', { timeout: 20_000 }, async (t) => {
