@@ -1,5 +1,6 @@
 // A Redis link's log in every mode: one line per outage and per recovery, with a hint an operator can act on.
 import type { AppLog } from './app-log.ts';
+import { throttle } from './throttle.ts';
 import { replyHint, replyKind, type Refusals } from './redis-reports.ts';
 
 // What an operator can change, in the words of each mode.
@@ -30,7 +31,9 @@ export function describeRedisError(
   } else if (/ECONNREFUSED/.test(text)) {
     hint = `nothing listens at ${target}: ${hints.refused}`;
   } else if (/ECONNRESET|Socket closed unexpectedly/.test(text)) {
-    hint = `${target} closed the connection: ${hints.refused}`;
+    // Redis cuts a client itself past client-output-buffer-limit, its idle timeout or maxclients, or by CLIENT KILL.
+    hint = `${target} closed the connection: if Redis runs, its log says why (client-output-buffer-limit, ` +
+      `timeout, maxclients, CLIENT KILL); else ${hints.refused}`;
   } else if (/ENOTFOUND|EAI_AGAIN/.test(text)) {
     hint = `the host of ${target} does not resolve: check ${hints.variables}`;
   } else if (/WRONGPASS|NOAUTH|invalid password|invalid username/i.test(text)) {
@@ -55,10 +58,18 @@ export interface StateReporter {
   up(fields?: Record<string, unknown>): void;
 }
 
-// Logs "redis_down" once per outage and "redis_up" once per recovery, not every reconnect attempt.
+// Logs "redis_down" once per outage and "redis_up" once per recovery, not every reconnect attempt; a link that keeps
+// dropping logs one "redis_down" per 10 s, with the count of outages held back, and no "redis_up" for those.
 export function stateReporter(log: AppLog, refused: Refusals, target: string, hints = standaloneHints): StateReporter {
   let up = false;
-  let reported = false;
+  let reported = false; // the current state, up or down, has been seen
+  let said: 'up' | 'down' | undefined; // what app.log says of the link now
+  let held: NodeJS.Timeout | undefined; // an outage held back, logged if it lasts until its 10 s are over
+  const allow = throttle();
+  const writeDown = (described: { cause: string; hint: string }, suppressed: number) => {
+    said = 'down';
+    log.warn('redis_down', { target, ...described, ...(suppressed > 0 ? { suppressed } : {}) });
+  };
   return {
     down(err, callLogged = false) {
       // Redis answered the handshake with an error (NOAUTH, WRONGPASS, ...): logged as a call's refusal is.
@@ -68,14 +79,24 @@ export function stateReporter(log: AppLog, refused: Refusals, target: string, hi
       if (!up && reported) return;
       up = false;
       reported = true;
-      log.warn('redis_down', { target, ...described });
+      const suppressed = allow();
+      if (suppressed !== undefined) return writeDown(described, suppressed);
+      held = setTimeout(() => {
+        held = undefined;
+        // Counted as held back when it came; now it is the one written.
+        if (!up) writeDown(described, (allow() ?? 1) - 1);
+      }, 10_000);
+      held.unref();
     },
     up(fields) {
       if (up) return;
       up = true;
       reported = true;
+      clearTimeout(held);
+      held = undefined;
+      if (said === 'up') return;
+      said = 'up';
       log.info('redis_up', { target, ...fields });
     },
   };
 }
-

@@ -145,6 +145,33 @@ test('a Redis that takes the connection but never answers its handshake is repor
   await waitFor(() => readIfExists(appLog).includes('"event":"redis_up"'), 15_000, 'redis_up once Redis answers');
 });
 
+test('a Redis link that keeps dropping (Redis cuts it over its output-buffer limit) logs at most one redis_down per 10 s, with a count', { timeout: 30_000 }, async (t) => {
+  const dir = tempDir();
+  // Past 100 kB of replies owed to it, Redis closes a client's connection at once.
+  const [redis, cert] = await Promise.all([startRedis(['--client-output-buffer-limit', 'normal 100kb 100kb 0']), makeCert(dir)]);
+  t.after(() => redis.stop());
+  const app = await startReady(serviceEnv({ redis, cert, dir }));
+  t.after(() => app.stop());
+  const large = 'z'.repeat(300_000);
+  assert.equal((await postMessage(app.service.port, cert.ca, large)).status, 201);
+  const appLog = path.join(dir, 'logs', 'app.log');
+  const downs = () => readIfExists(appLog).split('\n').filter((line) => line.includes('"event":"redis_down"'));
+  // Each wave of GETs owes more than the limit, so Redis drops the link, which reconnects at once: 10 outages.
+  for (let wave = 0; wave < 10; wave += 1) {
+    const before = downs().length;
+    await Promise.all(Array.from({ length: 5 }, () => request(app.service.port, cert.ca, { path: `/messages/${digestOf(large)}` })));
+    await waitFor(async () => (await request(app.service.port, cert.ca, { path: '/readyz' })).status === 200, 5000, 'ready again');
+    if (wave === 0) assert.ok(downs().length > before, 'the first outage logged');
+  }
+  assert.equal(downs().length, 1, downs().join('\n'));
+  assert.match(downs()[0]!, /closed the connection: if Redis runs, its log says why \(client-output-buffer-limit/);
+  // Held back, not lost: once 10 s have passed, the next outage is logged with the count of those held back.
+  await new Promise((resolve) => setTimeout(resolve, 10_000));
+  await Promise.all(Array.from({ length: 5 }, () => request(app.service.port, cert.ca, { path: `/messages/${digestOf(large)}` })));
+  await waitFor(() => downs().length === 2, 5000, 'a second redis_down line');
+  assert.ok(Number(JSON.parse(downs()[1]!).suppressed) >= 5, downs()[1]);
+});
+
 test('a stop while Redis is still frozen, with commands outstanding, ends within MESSAGES_SHUTDOWN_TIMEOUT_MS', { timeout: 20_000 }, async (t) => {
   const { redis, cert, port, app } = await readyOnOwnRedis(t, { MESSAGES_SHUTDOWN_TIMEOUT_MS: '1500' });
   redis.child.kill('SIGSTOP');
