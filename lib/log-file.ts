@@ -52,16 +52,43 @@ export function writeAll(live: LiveFile, segment: string[], report: Report): boo
   }
 }
 
-// app.log.N-1 to .N, oldest first as CPython's doRollover, then app.log to .1; POSIX rename replaces .N atomically.
-export function shiftBackups(path: string, backupCount: number, report: Report): boolean {
+// The new file is opened first, under a name of its own, so that a failed open (EMFILE, a read-only directory) has
+// shifted no backup; then the backups shift and it takes the live name. Returns it, or undefined when that failed.
+export function rotateFiles(path: string, backupCount: number, report: Report): LiveFile | undefined {
+  const next = `${path}.next`;
+  let opened: LiveFile;
+  try {
+    fs.rmSync(next, { force: true }); // left by a crash mid-rotation
+    opened = openForAppend(next);
+  } catch (error) {
+    report(`rotation of ${path} failed, lines past its limit are dropped: ${describe(error)}`);
+    return undefined;
+  }
+  if (!shiftBackups(path, backupCount, report)) {
+    closeQuietly(opened, report);
+    fs.rmSync(next, { force: true });
+    return undefined;
+  }
+  try {
+    fs.renameSync(next, path);
+    opened.path = path;
+  } catch (error) {
+    report(`could not rename ${next} to ${path}, writing to ${next}: ${describe(error)}`);
+  }
+  return opened;
+}
+
+// app.log.N-1 to .N, oldest first as CPython's doRollover, then app.log to .1 if it is there (deleted behind the
+// service's back, it is not); POSIX rename replaces .N atomically.
+function shiftBackups(path: string, backupCount: number, report: Report): boolean {
   try {
     for (let i = backupCount - 1; i >= 1; i--) {
       if (fs.existsSync(`${path}.${i}`)) fs.renameSync(`${path}.${i}`, `${path}.${i + 1}`);
     }
-    fs.renameSync(path, `${path}.1`);
+    if (fs.existsSync(path)) fs.renameSync(path, `${path}.1`);
     return true;
   } catch (error) {
-    report(`rotation of ${path} failed, writing on to the current file: ${describe(error)}`);
+    report(`rotation of ${path} failed, lines past its limit are dropped: ${describe(error)}`);
     return false;
   }
 }

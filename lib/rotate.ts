@@ -1,7 +1,7 @@
 // A single-writer, size-rotated, buffered log file that rotates like CPython's RotatingFileHandler.
 import fs from 'node:fs';
 import {
-  closeQuietly, describe, openForAppend, shiftBackups, stderrReporter, writeAll, type LiveFile, type Report,
+  closeQuietly, describe, openForAppend, rotateFiles, stderrReporter, writeAll, type LiveFile, type Report,
 } from './log-file.ts';
 
 export interface RotatingFileOptions {
@@ -78,7 +78,11 @@ export class RotatingFile {
         this.count(lines.slice(start, i));
         start = i;
         segmentBytes = 0;
-        this.rotate();
+        // The file is at its limit and stays there: the rest of this flush is dropped, and the next flush tries again.
+        if (!this.rotate()) {
+          this.lines.dropped += lines.length - i;
+          return;
+        }
       }
       segmentBytes += lineBytes;
     }
@@ -125,14 +129,12 @@ export class RotatingFile {
     return sizeBefore > 0 && sizeBefore + lineBytes >= this.maxBytes;
   }
 
-  private rotate(): void {
-    if (!shiftBackups(this.path, this.backupCount, this.report) || this.openAgain()) return;
-    // Give the still-open file its name back so the next rotation does not push it out of the backups.
-    try {
-      fs.renameSync(`${this.path}.1`, this.path);
-    } catch (error) {
-      this.report(`could not move ${this.path}.1 back after a failed rotation: ${describe(error)}`);
-    }
+  private rotate(): boolean {
+    const opened = rotateFiles(this.path, this.backupCount, this.report);
+    if (opened === undefined) return false;
+    closeQuietly(this.live!, this.report);
+    this.live = opened;
+    return true;
   }
 
   // Open the new file before closing the old one, so a failed open leaves logging where it was.

@@ -316,39 +316,61 @@ test('a failed open on reopen() is reported and writing goes on to the old file'
   assert.match(errors[0] ?? '', /could not open .*app\.log, writing on to the previous file: EISDIR/);
 });
 
-test('a rotation whose rename fails is reported and the lines stay in app.log', (t) => {
+test('a rotation whose rename fails is reported, and the lines past the limit are dropped and counted: the file stays within it', (t) => {
   const dir = tempDir(t);
   fs.mkdirSync(path.join(dir, 'app.log.1'));
   const { log, errors } = openLog(t, dir, { maxBytes: 4, backupCount: 1 });
   assert.doesNotThrow(() => writeAll(log, ['a\n', 'b\n', 'c\n']));
-  assert.equal(read(dir, 'app.log'), 'a\nb\nc\n');
-  assert.equal(errors.length, 2);
-  assert.match(errors[0] ?? '', /rotation of .*app\.log failed, writing on to the current file: EISDIR/);
+  assert.equal(read(dir, 'app.log'), 'a\n');
+  assert.deepEqual(log.lines, { written: 1, dropped: 2 });
+  assert.match(errors[0] ?? '', /rotation of .*app\.log failed, lines past its limit are dropped: EISDIR/);
+  assert.deepEqual(fs.readdirSync(dir).sort(), ['app.log', 'app.log.1'], 'no file of the failed rotation left behind');
 });
 
-test('a new file that cannot be opened at rotation leaves the lines in app.log', { timeout: 20_000 }, async (t) => {
+test('a rotation that finds no descriptor for the new file (EMFILE) leaves the backups as they were', { timeout: 20_000 }, async (t) => {
   const dir = tempDir(t);
   const file = path.join(dir, 'app.log');
-  // Fill the descriptor table so the open after the rename fails with EMFILE; a low ulimit keeps that quick.
+  fs.writeFileSync(`${file}.1`, 'one\n');
+  fs.writeFileSync(`${file}.2`, 'two\n');
+  // Fill the descriptor table so that opening a file fails with EMFILE; a low ulimit keeps that quick.
   const body = `const errors = [];
 const log = new RotatingFile({ path: ${JSON.stringify(file)}, maxBytes: 4, backupCount: 2, onError: (m) => errors.push(m) });
 log.write('a\\n');
 log.flush();
 const filler = [];
 try { for (;;) filler.push(fs.openSync('/dev/null', 'r')); } catch {}
-log.write('b\\n');
-log.write('c\\n');
-log.flush();
+for (const line of ['b\\n', 'c\\n', 'd\\n']) {
+  log.write(line);
+  log.flush();
+}
 for (const fd of filler) fs.closeSync(fd);
+log.write('e\\n');
+log.flush();
 log.close();
-process.stdout.write(JSON.stringify(errors));`;
+process.stdout.write(JSON.stringify({ errors, lines: log.lines }));`;
   const { code, stdout } = await runChild(dir, 'ulimit -n 200', body);
   assert.equal(code, 0);
-  assert.deepEqual(fs.readdirSync(dir).sort(), ['app.log', 'child.ts']);
-  assert.equal(read(dir, 'app.log'), 'a\nb\nc\n');
-  const errors: string[] = JSON.parse(stdout);
-  assert.equal(errors.length, 2);
-  assert.match(errors[0] ?? '', /could not open .*app\.log, writing on to the previous file: EMFILE/);
+  const { errors, lines } = JSON.parse(stdout) as { errors: string[]; lines: unknown };
+  assert.match(errors[0] ?? '', /rotation of .*app\.log failed, lines past its limit are dropped: EMFILE/);
+  // Three failed rotations shifted nothing; the one after them did, once: .2 is dropped, as in any rotation.
+  assert.deepEqual(fs.readdirSync(dir).sort(), ['app.log', 'app.log.1', 'app.log.2', 'child.ts']);
+  assert.equal(read(dir, 'app.log.2'), 'one\n');
+  assert.equal(read(dir, 'app.log.1'), 'a\n');
+  assert.equal(read(dir, 'app.log'), 'e\n');
+  assert.deepEqual(lines, { written: 2, dropped: 3 });
+});
+
+test('a live file deleted behind its back is replaced by a new one at the next rotation, as CPython does', (t) => {
+  const dir = tempDir(t);
+  const { log, errors } = openLog(t, dir, { maxBytes: 6, backupCount: 2 });
+  writeAll(log, ['a\n', 'b\n']);
+  fs.writeFileSync(path.join(dir, 'app.log.1'), 'older\n');
+  fs.rmSync(path.join(dir, 'app.log'));
+  writeAll(log, ['c\n', 'd\n']);
+  assert.deepEqual(errors, []);
+  assert.equal(read(dir, 'app.log'), 'c\nd\n');
+  assert.equal(read(dir, 'app.log.2'), 'older\n');
+  assert.equal(fs.existsSync(path.join(dir, 'app.log.1')), false, 'nothing to move to .1: the file was gone');
 });
 
 test('a full disk (/dev/full) is reported through onError and never thrown', (t) => {
