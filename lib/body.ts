@@ -143,6 +143,7 @@ export async function readMessage(req: IncomingMessage, res: ServerResponse, lim
   if (!isJson(req.headers['content-type'])) throw errors.unsupportedMediaType(req.headers['content-type']);
   const largest = largestSize(req, limits.maxBytes);
   const release = await limits.budget.reserve(largest, res);
+  if (req.headers.expect?.toLowerCase() === '100-continue') res.writeContinue(); // RFC 9110 10.1.1: after 415, 413
   try {
     return { message: parseMessage(await readBody(req, res, largest, limits)), release };
   } catch (err) {

@@ -92,6 +92,8 @@ export async function startService(
   server.on('clientError', refusals.clientError);
   // RFC 9110 section 10.1.1: an expectation other than 100-continue may be ignored; Node's own answer is a bare 417.
   server.on('checkExpectation', connections.request);
+  // Node would send 100 Continue before the handler sees the head; readMessage sends it once the head is accepted.
+  server.on('checkContinue', connections.request);
   server.on('connect', refusals.connect);
 
   await new Promise<void>((resolve, reject) => {

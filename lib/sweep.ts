@@ -1,5 +1,4 @@
-// One interval for many things that each need a look now and then (slow bodies, Redis deadlines), running only while
-// one is registered: a timer per request cost more than that request's own checks.
+// One interval, only while any item is registered, for what needs a look now and then: a timer each cost more.
 import { performance } from 'node:perf_hooks';
 
 // Where an item is registered (-1: nowhere, its start); not a Set, whose old tables kept deleted items alive.

@@ -226,6 +226,33 @@ describe('oversized and malformed requests', () => {
     assert.equal(contractViolation(response, 'POST', '/messages'), undefined);
   });
 
+  // Regression: Node answered 100 Continue to every Expect: 100-continue, so curl sent bodies refused by their head.
+  test('answers Expect: 100-continue with the 415 or 413 its head earns, without asking for the body; a valid POST gets 100 Continue, then 201', async (t) => {
+    const app = await serve(t);
+    const head = (type: string, length: number) =>
+      `POST /messages HTTP/1.1\r\nHost: localhost\r\nExpect: 100-continue\r\nContent-Type: ${type}\r\nContent-Length: ${length}\r\n\r\n`;
+    for (const [name, bytes, status] of [['text/plain', head('text/plain', 10), '415'], ['5 MB', head('application/json', 5_000_000), '413']]) {
+      const { socket } = await connect(app.service.port, cert.ca);
+      t.after(() => socket.destroy());
+      let text = '';
+      socket.on('data', (chunk: Buffer) => { text += chunk.toString('latin1'); });
+      socket.write(bytes!);
+      await waitFor(() => text.includes('\r\n\r\n'), 5000, `the answer to ${name}`);
+      assert.ok(text.startsWith(`HTTP/1.1 ${status} `), `${name}: ${text.slice(0, 40)}`);
+    }
+    const body = '{"message":"continue"}';
+    const { socket } = await connect(app.service.port, cert.ca);
+    t.after(() => socket.destroy());
+    let text = '';
+    socket.on('data', (chunk: Buffer) => { text += chunk.toString('latin1'); });
+    socket.write(head('application/json', body.length));
+    await waitFor(() => text.includes('\r\n\r\n'), 5000, 'the 100 Continue');
+    assert.equal(text, 'HTTP/1.1 100 Continue\r\n\r\n');
+    socket.write(body);
+    await waitFor(() => text.includes('{"digest"'), 5000, 'the 201');
+    assert.match(text, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 201 /);
+  });
+
   // Regression: the answer to a malformed request was written at once, ahead of the earlier request's answer.
   for (const [name, second, status] of [
     ['a malformed request', 'get / HTTP/1.1\r\n\r\n', 400],
