@@ -26,6 +26,9 @@ export function replyKind(err: unknown): string | undefined {
   return /^[A-Z]+/.exec(err.message)?.[0] ?? 'ERR';
 }
 
+// node-redis refuses a call at once while commandsQueueMaxLength commands wait unanswered: the link is up, Redis mute.
+export const queueFull = (err: unknown): boolean => err instanceof Error && err.message === 'The queue is full';
+
 export function replyHint(kind: string): string | undefined {
   return Object.hasOwn(hints, kind) ? hints[kind] : undefined;
 }
@@ -64,21 +67,25 @@ export function callReporter(log: AppLog, refused: Refusals, target: string,
   limits: { timeoutMs: number; maxInflight: number }, observe: CallObserver): CallReport {
   const { timeoutMs, maxInflight } = limits;
   const [missed, full] = [throttle(), throttle()];
+  const missedLine = () => {
+    const suppressed = missed();
+    if (suppressed === undefined) return;
+    const hint = `${target} did not answer in time: a failover, a hung server, replicas slow to acknowledge WAIT, ` +
+      'or MESSAGES_REDIS_TIMEOUT_MS too low';
+    log.warn('redis_timeout', { target, timeoutMs, missed: suppressed + 1, hint });
+  };
   return {
     ok: (command, elapsedMs) => observe.call(command, 'ok', '', elapsedMs),
     failed(command, err, elapsedMs) {
       const kind = replyKind(err);
       if (kind !== undefined) refused(target, command, kind);
+      if (queueFull(err)) missedLine();
       if (elapsedMs === undefined) return;
       observe.call(command, kind === undefined ? 'unavailable' : 'error', kind ?? '', elapsedMs);
     },
     timedOut(command, elapsedMs) {
       observe.call(command, 'timeout', '', elapsedMs);
-      const suppressed = missed();
-      if (suppressed === undefined) return;
-      const hint = `${target} did not answer in time: a failover, a hung server, replicas slow to acknowledge WAIT, ` +
-        'or MESSAGES_REDIS_TIMEOUT_MS too low';
-      log.warn('redis_timeout', { target, timeoutMs, missed: suppressed + 1, hint });
+      missedLine();
     },
     busy() {
       observe.call('-', 'busy', '', timeoutMs);

@@ -57,7 +57,8 @@ export async function startService(
     budget: createBudget(config.maxBufferedBytes),
     rates: watchBodyRates(config.minBodyRate),
   };
-  const app = createApp({ store, appLog, accessLog: logs.access, body, metrics, ready: readiness(redis) });
+  const ready = readiness(redis, config.redis.timeoutMs);
+  const app = createApp({ store, appLog, accessLog: logs.access, body, metrics, ready });
   const connections = createConnections(app.handle, lingerBodies * config.maxBodyBytes);
   const refusals = createRefusals(connections, logs.access, metrics.answered);
 

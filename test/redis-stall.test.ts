@@ -77,6 +77,9 @@ test('a stalled Redis keeps at most 2 x MESSAGES_MAX_INFLIGHT abandoned commands
   assert.equal((await postMessage(port, cert.ca, 'past the queue')).status, 503);
   const elapsedMs = performance.now() - started;
   assert.ok(elapsedMs < 200, `answered after ${elapsedMs.toFixed(0)} ms, not at once`);
+  // The link is up, Redis is not answering: /readyz says that, not "not connected" (node-redis's "queue is full").
+  const ready = await request(port, cert.ca, { path: '/readyz' });
+  assert.deepEqual(JSON.parse(ready.body), { err_msg: 'Redis did not answer within 300 ms; see app.log for the cause' });
 });
 
 // A TCP relay to Redis whose open connections can be made silent (bytes dropped both ways, sockets kept open), as a
