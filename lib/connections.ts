@@ -3,6 +3,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { HttpError } from './errors.ts';
+import { watchIdle, type Idle } from './idle.ts';
 import { clientDone, lingeringClose } from './sockets.ts';
 
 // A request the parser has emitted. A refused one (llhttp refuses some only after emitting them) never runs.
@@ -13,19 +14,19 @@ type State = 'waiting' | 'started' | 'refused';
 export type Handle = (req: IncomingMessage, res: ServerResponse, received: number) => Interrupt;
 type Interrupt = (err: HttpError) => void;
 
-export interface Connection {
-  socket: Socket;
+export interface Connection extends Idle { // its socket, and the time it has been idle
   turns: Turn[]; // not yet answered, in arrival order; only turns[0] ever runs
   closing: boolean;
-  last: (() => void) | undefined; // a raw answer that ends the connection, once the turns ahead of it are answered
+  last?: () => void; // a raw answer that ends the connection, once the turns ahead of it are answered
 }
 
 // Requests parsed ahead of their answers: Node's parser reads on through a pipeline, so past these the client is cut.
 const maxPipelined = 8;
 
-// `lingerBytes` caps what a closing connection reads and drops (sockets.ts).
-export function createConnections(handle: Handle, lingerBytes: number) {
+// `lingerBytes` caps what a closing connection reads and drops (sockets.ts); `idleMs` bounds an idle one (idle.ts).
+export function createConnections(handle: Handle, lingerBytes: number, idleMs: { keepAlive: number; headers: number }) {
   const connections = new WeakMap<Socket, Connection>();
+  const idle = watchIdle<Connection>(idleMs.keepAlive, idleMs.headers, (idler) => close(idler.socket, idler));
 
   function close(socket: Socket, connection: Connection | undefined, last?: string, done = false): void {
     if (connection !== undefined) connection.closing = true;
@@ -35,7 +36,7 @@ export function createConnections(handle: Handle, lingerBytes: number) {
   function connectionOf(socket: Socket): Connection {
     const known = connections.get(socket);
     if (known !== undefined) return known;
-    const connection: Connection = { socket, turns: [], closing: false, last: undefined };
+    const connection: Connection = { socket, turns: [], closing: false, slot: -1, idleSince: 0, readThen: 0 };
     connections.set(socket, connection);
     // Node ends a connection after its last answer with destroySoon() (end, then destroy): linger, unless the client
     // is done. Its turn is still turns[0]: the answer's 'close', which shifts it, comes on the next tick.
@@ -52,7 +53,9 @@ export function createConnections(handle: Handle, lingerBytes: number) {
     if (next === undefined) {
       connection.last?.();
       connection.last = undefined;
-      if (!connection.closing) connection.socket.resume();
+      if (connection.closing) return;
+      connection.socket.resume();
+      idle.add(connection);
       return;
     }
     if (next.state !== 'waiting') return;
@@ -68,6 +71,7 @@ export function createConnections(handle: Handle, lingerBytes: number) {
   return {
     request(req: IncomingMessage, res: ServerResponse): void {
       const connection = connectionOf(req.socket);
+      idle.delete(connection);
       // A request pipelined behind an answer that ends the connection is never answered: the client sent it unasked.
       if (connection.closing || connection.turns.length === maxPipelined) {
         req.socket.destroy();

@@ -46,8 +46,6 @@ export function connectStandalone(config: RedisConfig, log: AppLog, observe: Cal
     get isReady() {
       return client.isReady && writer.isReady;
     },
-    close: async (withinMs) => {
-      await Promise.all([...new Set([client, writer])].map((each) => closeClient(each, withinMs)));
-    },
+    close: async (ms) => void await Promise.all([...new Set([client, writer])].map((each) => closeClient(each, ms))),
   };
 }

@@ -47,9 +47,7 @@ const matches = (route: Route<unknown>, path: string) => (route.param
 
 export function createRouter<H>(table: readonly Route<H>[]) {
   const routes = table.map((route) => ({
-    ...route,
-    allow: allowOf(route.methods),
-    name: route.param ? `${route.path}:param` : route.path,
+    ...route, allow: allowOf(route.methods), name: route.param ? `${route.path}:param` : route.path,
   }));
 
   // The handler, the parameter and the route's name ('/messages/:param'), or the 404/405 HttpError that answers.

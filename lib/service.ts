@@ -59,7 +59,8 @@ export async function startService(
   };
   const ready = readiness(redis, config.redis.timeoutMs);
   const app = createApp({ store, appLog, accessLog: logs.access, body, metrics, ready });
-  const connections = createConnections(app.handle, lingerBodies * config.maxBodyBytes);
+  const idleMs = { keepAlive: config.keepAliveTimeoutMs, headers: config.headersTimeoutMs };
+  const connections = createConnections(app.handle, lingerBodies * config.maxBodyBytes, idleMs);
   const refusals = createRefusals(connections, logs.access, metrics.answered);
 
   const server = https.createServer({

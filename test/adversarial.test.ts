@@ -150,6 +150,36 @@ describe('slow and idle connections', { concurrency: true }, () => {
     assert.ok(idleMs >= 400 && idleMs < 5000, `closed after ${idleMs} ms idle`);
   });
 
+  // Regression: any byte reset Node's keep-alive timer, and the blank lines llhttp skips start no request to time.
+  test('a keep-alive connection that sends only blank lines after its answer is closed once the keep-alive and headers timeouts have passed', async (t) => {
+    const app = await serve(t, { MESSAGES_KEEPALIVE_TIMEOUT_MS: '500', MESSAGES_HEADERS_TIMEOUT_MS: '1000' });
+    const { socket, reader } = await connect(app.service.port, cert.ca);
+    socket.write('GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n');
+    assertContract(await reader.next('GET'), 200);
+    const answered = Date.now();
+    const trickle = setInterval(() => socket.write('\r\n'), 200);
+    t.after(() => clearInterval(trickle));
+    await Promise.race([closed(socket), new Promise((resolve) => setTimeout(resolve, 6000))]);
+    clearInterval(trickle);
+    const idleMs = Date.now() - answered;
+    assert.ok(socket.closed, 'still open 6 s after its answer');
+    assert.ok(idleMs >= 1400 && idleMs < 3000, `closed after ${idleMs} ms`);
+  });
+
+  test('a request begun just before the keep-alive timeout, its head arriving slowly, is answered', async (t) => {
+    const app = await serve(t, { MESSAGES_KEEPALIVE_TIMEOUT_MS: '500', MESSAGES_HEADERS_TIMEOUT_MS: '2000' });
+    const { socket, reader } = await connect(app.service.port, cert.ca);
+    socket.write('GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n');
+    assertContract(await reader.next('GET'), 200);
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    // Its head in three parts over 900 ms: past the keep-alive timeout, within the headers timeout.
+    for (const part of ['GET /heal', 'thz HTTP/1.1\r\nHost: local', 'host\r\n\r\n']) {
+      socket.write(part);
+      await new Promise((resolve) => setTimeout(resolve, 450));
+    }
+    assertContract(await reader.next('GET'), 200);
+  });
+
   test('MESSAGES_MAX_CONNECTIONS refuses the connection past the cap, and a freed slot serves again', async (t) => {
     const app = await serve(t, { MESSAGES_MAX_CONNECTIONS: '4' });
     const port = app.service.port;
