@@ -15,7 +15,8 @@ export interface Primary {
   stop(): Promise<void>;
 }
 
-// Workers that die before they listen, this many times in a row, cannot start: give up so the supervisor sees it.
+// Workers that die before they listen, this many times in a row, cannot start: while none is listening, give up so
+// the supervisor sees it; while another serves (it started before a certificate broke, say), keep it and retry.
 const maxStartFailures = 5;
 
 // Exponential backoff for a worker that died soon after its start, up to 30 s.
@@ -32,6 +33,7 @@ export function runPrimary(
   let stopping: Promise<void> | undefined;
   let quickDeaths = 0;
   let startFailures = 0;
+  let listeningNow = 0;
   // Not unref'd: while every worker is dead, a pending restart is what keeps the primary alive.
   const restarts = new Set<NodeJS.Timeout>();
 
@@ -43,15 +45,20 @@ export function runPrimary(
     receiveLogs(worker, logs);
     worker.on('listening', () => {
       listening = true;
+      listeningNow += 1;
       startFailures = 0;
     });
     // A send to a worker whose channel is closing fails here; its replacement reads certificate and settings anyway.
     worker.on('error', (err: Error) => appLog.warn('worker_error', { worker: worker.process.pid, error: err.message }));
     worker.on('exit', (code, signal) => {
+      if (listening) listeningNow -= 1;
       if (stopping !== undefined) return;
       quickDeaths = Date.now() - started < 10_000 ? quickDeaths + 1 : 0;
       startFailures = listening ? 0 : startFailures + 1;
-      if (startFailures >= maxStartFailures) {
+      if (startFailures >= maxStartFailures && listeningNow > 0) {
+        appLog.warn('workers_failing', { startFailures, listening: listeningNow, hint: 'see the start_failed lines: ' +
+          'the workers still listening serve; a replacement is tried again with backoff (up to 30 s)' });
+      } else if (startFailures >= maxStartFailures) {
         appLog.error('workers_failed', new Error(`${startFailures} workers in a row exited before they listened`), {
           code,
           signal,

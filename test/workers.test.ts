@@ -2,6 +2,7 @@
 // cannot keep workers running exits non-zero, and a reload never takes the primary down.
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import fs from 'node:fs';
 import https from 'node:https';
 import net from 'node:net';
 import { after, before, test } from 'node:test';
@@ -75,6 +76,21 @@ test('workers that cannot start (the port is taken) make the primary give up and
   assert.equal(code, 1);
   const log = readIfExists(`${dir}/logs/app.log`);
   assert.match(log, /"event":"workers_failed".*"hint":"[^"]*MESSAGES_PORT/);
+});
+
+test('a worker that dies while its replacements cannot start (a broken key) leaves the primary serving with the other', { timeout: 60_000 }, async (t) => {
+  const dir = tempDir();
+  const own = await makeCert(dir);
+  const service = await spawnService(serviceEnv({ redis, cert: own, dir }, { MESSAGES_WORKERS: '2' }));
+  t.after(() => stopChild(service.child, 'SIGKILL'));
+  await waitFor(() => events(service, 'listening').length === 2, 15_000, 'two workers listening');
+  fs.writeFileSync(own.keyFile, 'garbage\n'); // a renewal gone wrong: the running workers keep their pair
+  process.kill(events(service, 'listening')[0]!.pid as number, 'SIGKILL');
+  // Five replacements fail within about 5 s (backoff 0.25, 0.5, 1, 2 s); before, the primary gave up then.
+  await waitFor(() => events(service, 'start_failed').length >= 6 || service.child.exitCode !== null, 30_000, 'six failed starts');
+  assert.equal(service.child.exitCode, null, `the primary exited:\n${service.output().slice(-2000)}`);
+  assert.equal((await request(service.port, own.ca, { path: '/healthz' })).status, 200);
+  assert.match(service.output(), /"event":"workers_failing".*"listening":1/);
 });
 
 test('SIGHUP while a worker is dying and being replaced never takes the primary down (MESSAGES_WORKERS=2)', async (t) => {
