@@ -99,9 +99,11 @@ export async function startService(
   server.on('connect', refusals.connect);
 
   await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
+    const failed = (err: Error) => reject(new Error(`HTTPS listener on ${config.bind}:${config.port} ` +
+      `(MESSAGES_BIND, MESSAGES_PORT): ${err.message}`));
+    server.once('error', failed);
     server.listen(config.port, config.bind, () => {
-      server.off('error', reject);
+      server.off('error', failed);
       resolve();
     });
   });

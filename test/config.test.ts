@@ -7,6 +7,7 @@ import path from 'node:path';
 import { test } from 'node:test';
 import { defaultPair, describeConfig, loadConfig, projectRoot } from '../lib/config.ts';
 import { ConfigError } from '../lib/env.ts';
+import { freePort, makeCert } from './helpers.ts';
 
 test('uses the documented defaults when nothing is set', () => {
   const config = loadConfig({});
@@ -142,6 +143,21 @@ test('stops the start with exit code 1 and a message naming the variable', () =>
   });
   assert.equal(result.status, 1);
   assert.equal(result.stderr.trim(), 'messages: The value of "MESSAGES_PORT" is out of range. It must be >= 0 && <= 65535. Received 70000');
+});
+
+test('stops the start with exit code 1 and a message naming MESSAGES_BIND when the address cannot be bound', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'config-test-'));
+  const [cert, redisPort] = await Promise.all([makeCert(dir), freePort()]);
+  const result = spawnSync(process.execPath, ['--require', 'tsx/cjs', path.join(projectRoot, 'server.ts')], {
+    // 192.0.2.1 (TEST-NET-1) is on no interface here; nothing listens on the Redis port either.
+    env: { ...process.env, MESSAGES_PORT: '0', MESSAGES_BIND: '192.0.2.1', MESSAGES_METRICS_PORT: '0',
+      MESSAGES_REDIS_HOST: '127.0.0.1', MESSAGES_REDIS_PORT: String(redisPort),
+      MESSAGES_CERT_FILE: cert.certFile, MESSAGES_KEY_FILE: cert.keyFile, MESSAGES_LOG_DIR: path.join(dir, 'logs') },
+    encoding: 'utf8',
+    timeout: 30_000,
+  });
+  assert.equal(result.status, 1);
+  assert.match(result.stderr, /^messages: HTTPS listener on 192\.0\.2\.1:0 \(MESSAGES_BIND, MESSAGES_PORT\): listen EADDRNOTAVAIL/m);
 });
 
 test('stops the start with exit code 1 when an explicit certificate path is missing', () => {
