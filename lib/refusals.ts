@@ -22,6 +22,7 @@ const clientErrors: Record<string, () => HttpError> = {
 // An error answer as bytes for the socket, for a request no handler sees; the connection closes after it.
 function rawAnswer(err: HttpError): { bytes: string; bodyBytes: number } {
   const { headers, body } = errorAnswer(err.status, err.message, err.headers);
+  headers.Date = new Date().toUTCString(); // RFC 9110 section 6.6.1, as Node's own answers carry it
   headers.Connection = 'close';
   const head = Object.entries(headers).map(([name, value]) => `${name}: ${value}\r\n`).join('');
   const bytes = `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status]}\r\n${head}\r\n${body}`;

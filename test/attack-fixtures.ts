@@ -170,13 +170,15 @@ const errorMessages = [
 export const documentedStatuses = new Set([200, 201, 304, 400, 404, 405, 408, 413, 415, 431, 503, 505]);
 const internals = /\bat \S+ \(|\bat (?:file|node):|node:internal|\/work\/|\.ts:\d|\bError:/;
 
-// The contract every answer keeps, whatever was sent: a documented status, the security headers, a JSON body of
+// The contract every answer keeps, whatever was sent: a documented status, the security headers and Date, a JSON body of
 // a known shape, and nothing from inside the process. Returns what is wrong, or undefined.
 export function contractViolation(response: RawResponse, method: string, target: string): string | undefined {
   const { status, headers } = response;
   if (!documentedStatuses.has(status)) return `undocumented status ${status}`;
   if (headers['x-content-type-options'] !== 'nosniff') return 'no X-Content-Type-Options: nosniff';
   if (headers['strict-transport-security'] === undefined) return 'no Strict-Transport-Security';
+  // RFC 9110 section 6.6.1: an origin server with a clock sends Date in every 2xx, 3xx and 4xx answer.
+  if (!/^[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT$/.test(headers.date ?? '')) return `Date ${headers.date}`;
   const cacheable = (status === 200 || status === 304) && /^\/messages\/[^/?]+(?:\?|$)/.test(target);
   const expectedCache = cacheable ? 'public, max-age=31536000, immutable' : 'no-store';
   if (headers['cache-control'] !== expectedCache) return `Cache-Control ${headers['cache-control']} where ${expectedCache} belongs`;
