@@ -332,6 +332,21 @@ describe('TLS', () => {
     });
   }
 
+  // Regression: Node let a TLS 1.2 client renegotiate 3 times per connection: each a full handshake's CPU on demand.
+  test('refuses a TLS 1.2 client\'s renegotiation, and keeps serving', async (t) => {
+    const app = await serve(t);
+    const { socket } = await connect(app.service.port, cert.ca, { maxVersion: 'TLSv1.2' });
+    t.after(() => socket.destroy());
+    socket.on('error', () => {});
+    const outcome = await new Promise<string>((resolve) => {
+      socket.once('close', () => resolve('closed'));
+      const asked = socket.renegotiate({}, (err) => resolve(err === null ? 'renegotiated' : `refused: ${err.message}`));
+      if (!asked) resolve('not sent');
+    });
+    assert.notEqual(outcome, 'renegotiated');
+    assert.equal((await healthz(app.service.port)).status, 200);
+  });
+
   // Mozilla's "intermediate" TLS 1.2 list: forward secrecy and AEAD only.
   const cbcOnly = 'ECDHE-ECDSA-AES128-SHA:ECDHE-ECDSA-AES256-SHA:ECDHE-ECDSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384';
   test('refuses a TLS 1.2 client that offers only CBC suites, before and after a certificate reload', async (t) => {
