@@ -4,9 +4,8 @@ import type { AppLog } from './app-log.ts';
 import { boundedCalls } from './redis-calls.ts';
 import { callReporter, refusalLog, type CallObserver } from './redis-reports.ts';
 import type { HostPort, RedisConfig } from './config.ts';
-import {
-  nodeOptions, offline, readinessProbe, writeDurably, type RedisConnection,
-} from './redis-connection.ts';
+import { offline, readinessProbe, writeDurably, type RedisConnection } from './redis-connection.ts';
+import { nodeOptions } from './redis-options.ts';
 import { address, closeWithin, keepConnecting } from './redis-failures.ts';
 import { stateReporter, type StateReporter } from './redis-state.ts';
 

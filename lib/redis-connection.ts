@@ -1,7 +1,5 @@
-// What every Redis mode shares: the few commands the store needs, and the client options of every node.
-import fs from 'node:fs';
+// What every Redis mode shares: the few commands the store needs, WAIT behind a write, the readiness probe.
 import type { RedisConfig } from './config.ts';
-import { reconnectDelay } from './redis-failures.ts';
 
 // The few commands the store needs, whatever the Redis topology behind them.
 export interface RedisConnection {
@@ -41,27 +39,3 @@ export const offline = () => new Error('The connection to Redis is not ready');
 
 // Readiness: SET XX of a key that never exists, refused exactly when a message's SET would be; otherwise a no-op.
 export const readinessProbe = { key: 'messages:readyz-probe', options: { condition: 'XX' } } as const;
-
-// Credentials, TLS, fail-fast and backoff: the same for a standalone server and every cluster or replication node.
-export function nodeOptions(config: RedisConfig) {
-  return {
-    ...(config.username === undefined ? {} : { username: config.username }),
-    ...(config.password === undefined ? {} : { password: config.password }),
-    // Fail fast while disconnected instead of queueing requests that would hang until Redis returns.
-    disableOfflineQueue: true,
-    // Bounds what a stalled Redis leaves queued after boundedCalls() gave up, each with its value: then fail at once.
-    commandsQueueMaxLength: 2 * config.maxInflight,
-    // A link that moves no byte for `socketTimeout` is cut and opened again: a Redis gone silent (a dead peer, a frozen
-    // process, a handshake never answered) sends no reset. A PING each second keeps a healthy idle link moving.
-    pingInterval: 1000,
-    // Past the mark node-redis writes one command per scheduled write: above the values in flight
-    // (MESSAGES_MAX_BUFFERED_BYTES) and 48 MiB more, all go out at once, and a busy process is no timeout (64 MiB).
-    socket: { ...tlsOptions(config), connectTimeout: config.timeoutMs, reconnectStrategy: reconnectDelay,
-      highWaterMark: config.maxBufferedBytes + 48 * 2 ** 20, socketTimeout: Math.max(5000, 3 * config.timeoutMs) },
-  };
-}
-
-export function tlsOptions(config: RedisConfig) {
-  if (!config.tls) return {};
-  return { tls: true as const, ...(config.caFile === undefined ? {} : { ca: fs.readFileSync(config.caFile) }) };
-}

@@ -4,7 +4,8 @@ import type { AppLog } from './app-log.ts';
 import { boundedCalls } from './redis-calls.ts';
 import { callReporter, refusalLog, type CallObserver } from './redis-reports.ts';
 import type { RedisConfig } from './config.ts';
-import { nodeOptions, offline, readinessProbe, writeDurably, type RedisConnection } from './redis-connection.ts';
+import { offline, readinessProbe, writeDurably, type RedisConnection } from './redis-connection.ts';
+import { nodeOptions } from './redis-options.ts';
 import { closeClient } from './redis-failures.ts';
 import { stateReporter } from './redis-state.ts';
 

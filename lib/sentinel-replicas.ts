@@ -2,7 +2,7 @@
 import { createSentinel } from '@redis/client';
 import type { AppLog } from './app-log.ts';
 import type { RedisConfig } from './config.ts';
-import { nodeOptions, tlsOptions } from './redis-connection.ts';
+import { nodeOptions, tlsOptions } from './redis-options.ts';
 import { closeWithin, keepConnecting } from './redis-failures.ts';
 import { describeRedisError } from './redis-state.ts';
 import { throttle } from './throttle.ts';

@@ -5,7 +5,8 @@ import { createClient } from '@redis/client';
 import type { Bounded } from './redis-calls.ts';
 import { address, reconnectDelay } from './redis-failures.ts';
 import type { StateReporter } from './redis-state.ts';
-import { offline, tlsOptions } from './redis-connection.ts';
+import { offline } from './redis-connection.ts';
+import { tlsOptions } from './redis-options.ts';
 
 export interface SentinelWatch {
   // Asks the sentinels in their configured order; the first that knows the master answers.

@@ -15,7 +15,7 @@ import { promisify } from 'node:util';
 import { connect, ResponseReader, startCapturing, type Captured } from './attack-fixtures.ts';
 import { createAppLog } from '../lib/app-log.ts';
 import { loadConfig } from '../lib/config.ts';
-import { nodeOptions } from '../lib/redis-connection.ts';
+import { nodeOptions } from '../lib/redis-options.ts';
 import { clientDone, lingerMs } from '../lib/sockets.ts';
 import { boundedCalls } from '../lib/redis-calls.ts';
 import { callReporter, refusalLog } from '../lib/redis-reports.ts';

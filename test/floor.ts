@@ -18,11 +18,12 @@ if (certFile === undefined || keyFile === undefined || redisPort === undefined) 
   process.exit(2);
 }
 
-// The options lib/redis-connection.ts and lib/redis-standalone.ts give the service's client, reconnection aside.
-// highWaterMark reaches the net.Socket (a Duplex), though node-redis's type leaves it out, as in redis-connection.ts.
-const socket = { host: '127.0.0.1', port: Number(redisPort), highWaterMark: 64 * 2 ** 20 };
+// The options lib/redis-options.ts and lib/redis-standalone.ts give the service's client, reconnection aside.
+// highWaterMark reaches the net.Socket (a Duplex), though node-redis's type leaves it out, as in redis-options.ts.
+const socket = { host: '127.0.0.1', port: Number(redisPort), highWaterMark: 64 * 2 ** 20, socketTimeout: 5000 };
 const redis = createClient({
   socket,
+  pingInterval: 1000,
   disableOfflineQueue: true,
   commandsQueueMaxLength: 256, // 2 x MESSAGES_MAX_INFLIGHT's default
   commandOptions: { timeout: 0 },
