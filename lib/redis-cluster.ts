@@ -96,10 +96,13 @@ export function connectCluster(config: RedisConfig, log: AppLog, observe: CallOb
       return fromAnyNode ?? cluster.sendCommand<string | null>(key, false, ['GET', key]);
     }),
     // Ready means every master takes writes: any key may hash to any of them.
-    probe: () => bounded('SET', async () => {
-      if (cluster.masters.length === 0) throw offline();
-      const probes = [...await probeKeys(cluster)];
-      await Promise.all(probes.map(([client, key]) => client.set(key, '1', readinessProbe.options)));
+    probe: () => bounded(config.minReplicas === 0 ? 'SET' : 'SET+WAIT', async () => {
+      if (durable.cluster.masters.length === 0) throw offline();
+      // On the connections a message's write takes: with MESSAGES_REDIS_MIN_REPLICAS, WAIT on each master too.
+      const probes = [...await probeKeys(durable.cluster)];
+      await Promise.all(probes.map(([client, key]) => (config.minReplicas === 0
+        ? client.set(key, '1', readinessProbe.options)
+        : writeDurably(client, key, '1', config, readinessProbe.options))));
     }),
     get isReady() {
       return cluster.isReady && durable.cluster.isReady;

@@ -23,13 +23,16 @@ export class ReplicasMissing extends Error {
 }
 
 type Pipeline = { wait(replicas: number, ms: number): { execAsPipeline(): Promise<unknown> } };
-interface Pipelines { multi(): { set(key: string, value: string): Pipeline } }
+type SetOptions = typeof readinessProbe.options;
+interface Pipelines { multi(): { set(key: string, value: string, options?: SetOptions): Pipeline } }
 
 // WAIT counts only its connection's writes (https://redis.io/docs/latest/commands/wait/), so it follows the SET.
-export async function writeDurably(client: Pipelines, key: string, value: string, config: RedisConfig): Promise<void> {
+// `options`: the readiness probe's SET XX, which writes nothing; WAIT then counts the replicas caught up with the rest.
+export async function writeDurably(client: Pipelines, key: string, value: string, config: RedisConfig,
+  options?: SetOptions): Promise<void> {
   // Half the Redis timeout, so that WAIT's count arrives before the call's deadline does.
   const waitMs = Math.floor(config.timeoutMs / 2);
-  const replies = await client.multi().set(key, value).wait(config.minReplicas, waitMs).execAsPipeline();
+  const replies = await client.multi().set(key, value, options).wait(config.minReplicas, waitMs).execAsPipeline();
   const acked = Number((replies as unknown[])[1]);
   if (acked < config.minReplicas) throw new ReplicasMissing(acked, config.minReplicas);
 }
@@ -38,4 +41,5 @@ export async function writeDurably(client: Pipelines, key: string, value: string
 export const offline = () => new Error('The connection to Redis is not ready');
 
 // Readiness: SET XX of a key that never exists, refused exactly when a message's SET would be; otherwise a no-op.
+// With MESSAGES_REDIS_MIN_REPLICAS, WAIT follows it on the durable connection, as it follows a message's SET.
 export const readinessProbe = { key: 'messages:readyz-probe', options: { condition: 'XX' } } as const;

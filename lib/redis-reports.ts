@@ -1,6 +1,7 @@
 // What a Redis call's outcome tells the operator (throttled app.log lines with a hint) and the metrics; never a key.
 import type { AppLog } from './app-log.ts';
 import { ErrorReply } from '@redis/client';
+import { ReplicasMissing } from './redis-connection.ts';
 import { throttle } from './throttle.ts';
 
 const hints: Readonly<Record<string, string>> = {
@@ -66,7 +67,7 @@ export function refusalLog(log: AppLog): Refusals {
 export function callReporter(log: AppLog, refused: Refusals, target: string,
   limits: { timeoutMs: number; maxInflight: number }, observe: CallObserver): CallReport {
   const { timeoutMs, maxInflight } = limits;
-  const [missed, full] = [throttle(), throttle()];
+  const [missed, full, unreplicated] = [throttle(), throttle(), throttle()];
   const missedLine = () => {
     const suppressed = missed();
     if (suppressed === undefined) return;
@@ -80,6 +81,12 @@ export function callReporter(log: AppLog, refused: Refusals, target: string,
       const kind = replyKind(err);
       if (kind !== undefined) refused(target, command, kind);
       if (queueFull(err)) missedLine();
+      const suppressed = err instanceof ReplicasMissing ? unreplicated() : undefined;
+      if (suppressed !== undefined) {
+        const { acked, wanted } = err as ReplicasMissing;
+        log.warn('redis_replicas_missing', { target, acked, wanted, suppressed, hint: `${target} has fewer ` +
+          'replicas acknowledging writes than MESSAGES_REDIS_MIN_REPLICAS: see INFO replication there' });
+      }
       if (elapsedMs === undefined) return;
       observe.call(command, kind === undefined ? 'unavailable' : 'error', kind ?? '', elapsedMs);
     },

@@ -117,8 +117,12 @@ export function connectSentinel(config: RedisConfig, log: AppLog, observe: CallO
       const fromReplica = reader === undefined ? null : await reader.sentinel.get(key).catch(() => null);
       return fromReplica ?? masterLinks().main.get(key);
     }),
-    probe: () => bounded('SET', () => masterLinks().main.set(readinessProbe.key, '1', readinessProbe.options))
-      .then(() => undefined),
+    probe: async () => {
+      const { key, options } = readinessProbe;
+      await (config.minReplicas === 0
+        ? bounded('SET', () => masterLinks().main.set(key, '1', options))
+        : bounded('SET+WAIT', () => writeDurably(masterLinks().durable, key, '1', config, options)));
+    },
     // Reads need no replica: a read that fails on one is asked of the master.
     get master() {
       return master === undefined ? undefined : address(master);

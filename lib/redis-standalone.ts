@@ -43,7 +43,9 @@ export function connectStandalone(config: RedisConfig, log: AppLog, observe: Cal
         await writeDurably(writer, key, value, config);
       }),
     get: (key) => bounded('GET', () => client.get(key)),
-    probe: async () => void await bounded('SET', () => client.set(readinessProbe.key, '1', readinessProbe.options)),
+    probe: async () => void await (config.minReplicas === 0
+      ? bounded('SET', () => client.set(readinessProbe.key, '1', readinessProbe.options))
+      : bounded('SET+WAIT', () => writeDurably(writer, readinessProbe.key, '1', config, readinessProbe.options))),
     get isReady() {
       return client.isReady && writer.isReady;
     },

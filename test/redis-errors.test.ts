@@ -70,6 +70,22 @@ test('OOM (maxmemory reached): 503, one redis_error line with a maxmemory hint, 
   await expectRecovery(service, 'after maxmemory was raised');
 });
 
+test('MESSAGES_REDIS_MIN_REPLICAS=1 with no replica: every POST is 503, and so is /readyz, naming the count; one app.log line says why', async (t) => {
+  const redis = await startRedis();
+  t.after(() => redis.stop());
+  const service = await startAgainst(t, redis, { MESSAGES_REDIS_MIN_REPLICAS: '1', MESSAGES_REDIS_TIMEOUT_MS: '400' });
+  await waitFor(() => appLogEvents(service.logDir).some((line) => line.event === 'redis_up'), 10_000, 'redis_up');
+  for (let i = 0; i < 3; i += 1) {
+    const reply = await postMessage(service.port, service.cert.ca, `no replica ${i}`);
+    assert.deepEqual([reply.status, JSON.parse(reply.body)], [503, { err_msg: 'Write reached 0 of 1 required replicas, retry later' }]);
+  }
+  const ready = await request(service.port, service.cert.ca, { path: '/readyz' });
+  assert.deepEqual([ready.status, JSON.parse(ready.body)], [503, { err_msg: 'Write reached 0 of 1 required replicas; see app.log for the cause' }]);
+  const lines = appLogEvents(service.logDir).filter((line) => line.event === 'redis_replicas_missing');
+  assert.equal(lines.length, 1, JSON.stringify(lines));
+  assert.match(String(lines[0]!.hint), /MESSAGES_REDIS_MIN_REPLICAS/);
+});
+
 test('NOPERM (an ACL user without +set): 503, a redis_error line naming the permission to allow, /readyz 503', async (t) => {
   const redis = await startRedis();
   t.after(() => redis.stop());
