@@ -13,10 +13,15 @@ export interface LiveFile {
 
 export const describe = (error: unknown): string => (error instanceof Error ? error.message : String(error));
 
+const { O_WRONLY, O_APPEND, O_CREAT, O_NONBLOCK } = fs.constants;
+const appendFlags = O_WRONLY | O_APPEND | O_CREAT | O_NONBLOCK;
+
 // The size comes from fstat after an append-mode open, so an existing file's bytes count towards maxBytes.
 export function openForAppend(path: string): LiveFile {
-  // 0o640 (before umask) because logs hold client addresses; an existing file keeps its mode.
-  const fd = fs.openSync(path, 'a', 0o640);
+  // 0o640 (before umask) because logs hold client addresses; an existing file keeps its mode. O_NONBLOCK, which a
+  // regular file ignores: a FIFO without a reader fails the open (ENXIO), one whose reader stalls fails the write
+  // (EAGAIN), and its lines are dropped, where a blocking open or write froze the whole process.
+  const fd = fs.openSync(path, appendFlags, 0o640);
   const stat = fs.fstatSync(fd);
   return { path, fd, size: stat.size, regular: stat.isFile() };
 }

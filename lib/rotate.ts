@@ -1,5 +1,4 @@
 // A single-writer, size-rotated, buffered log file that rotates like CPython's RotatingFileHandler.
-import fs from 'node:fs';
 import {
   closeQuietly, describe, openForAppend, rotateFiles, stderrReporter, writeAll, type LiveFile, type Report,
 } from './log-file.ts';
@@ -29,8 +28,7 @@ export class RotatingFile {
   private flushing: NodeJS.Immediate | undefined;
   private buffer: string[] = [];
   private bufferedUnits = 0;
-  // Lines written, and lines that could not be (for the metrics).
-  readonly lines = { written: 0, dropped: 0 };
+  readonly lines = { written: 0, dropped: 0 }; // those written, and those that could not be (for the metrics)
   private live: LiveFile | undefined; // undefined only until the first open succeeds
   private closed = false;
 
@@ -113,7 +111,9 @@ export class RotatingFile {
   // After close() nothing flushes: a late line (a request ending during the stop) is appended at once, unrotated.
   private appendNow(line: string): void {
     try {
-      fs.appendFileSync(this.path, line, { mode: 0o640 });
+      const live = openForAppend(this.path);
+      writeAll(live, [line], this.report);
+      closeQuietly(live, this.report);
     } catch (error) {
       this.report(`write to ${this.path} after close() failed: ${describe(error)}`);
     }
@@ -151,7 +151,6 @@ export class RotatingFile {
     this.live = opened;
     return true;
   }
-
 }
 
 function checkCount(name: string, value: number, min: number): number {

@@ -46,12 +46,13 @@ function writeAll(log: RotatingFile, lines: string[]): void {
   log.flush();
 }
 
-// Runs a script importing lib/rotate.ts in a child Node, under bash so a test can set a ulimit first.
-async function runChild(dir: string, ulimit: string, body: string): Promise<{ code: number | null; stdout: string }> {
+// Runs a script importing lib/rotate.ts in a child Node, under bash so a test can set a ulimit first (and a `timeout`
+// command before it, for a child that might block).
+async function runChild(dir: string, ulimit: string, body: string, prefix = ''): Promise<{ code: number | null; stdout: string }> {
   const script = path.join(dir, 'child.ts');
   const imports = `import fs from 'node:fs';\nimport { RotatingFile } from ${JSON.stringify(rotateModule)};\n`;
   fs.writeFileSync(script, `${imports}${body}\n`);
-  const command = `${ulimit} && exec "$0" --require tsx/cjs "$1"`;
+  const command = `${ulimit} && exec ${prefix} "$0" --require tsx/cjs "$1"`;
   const child = spawn('bash', ['-c', command, process.execPath, script], { stdio: ['ignore', 'pipe', 'inherit'] });
   let stdout = '';
   child.stdout.setEncoding('utf8').on('data', (chunk: string) => (stdout += chunk));
@@ -159,22 +160,64 @@ test('a path that is a symlink to /dev/null is written to and never rotated', (t
   assert.deepEqual(errors, []);
 });
 
-test('a FIFO is written to and never rotated', async (t) => {
+// Opens the FIFO's read end without waiting for a writer: the reader a log file needs before it can open.
+function fifoReader(t: TestContext, fifo: string): { read(): string } {
+  const fd = fs.openSync(fifo, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+  t.after(() => fs.closeSync(fd));
+  return {
+    read() {
+      const chunk = Buffer.alloc(1 << 20);
+      let text = '';
+      for (let n; (n = readOrNone(fd, chunk)) > 0;) text += chunk.subarray(0, n).toString('utf8');
+      return text;
+    },
+  };
+}
+
+const readOrNone = (fd: number, into: Buffer) => {
+  try {
+    return fs.readSync(fd, into);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'EAGAIN') return 0;
+    throw err;
+  }
+};
+
+test('a FIFO is written to and never rotated', (t) => {
   const dir = tempDir(t);
   const fifo = path.join(dir, 'app.log');
   execFileSync('mkfifo', [fifo]);
-  // The reader must exist before the open, which blocks until the FIFO has one.
-  const reader = spawn('cat', [fifo], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let received = '';
-  reader.stdout.setEncoding('utf8').on('data', (chunk: string) => (received += chunk));
+  const reader = fifoReader(t, fifo);
   const { log, errors } = openLog(t, dir, { maxBytes: 10, backupCount: 2 });
   const lines = Array.from({ length: 20 }, (_, i) => `line ${i}\n`);
   writeAll(log, lines);
-  log.close();
-  await once(reader, 'close');
-  assert.equal(received, lines.join(''));
+  assert.equal(reader.read(), lines.join(''));
   assert.deepEqual(fs.readdirSync(dir), ['app.log']);
   assert.deepEqual(errors, []);
+});
+
+test('a FIFO with no reader, or one that stops reading, never blocks the process: its lines are dropped and counted', { timeout: 30_000 }, async (t) => {
+  const dir = tempDir(t);
+  const fifo = path.join(dir, 'app.log');
+  execFileSync('mkfifo', [fifo]);
+  // In a child, under a time limit: a blocking open or write would hang it, not the test runner.
+  const body = `const errors = [];
+const log = new RotatingFile({ path: ${JSON.stringify(fifo)}, maxBytes: 0, backupCount: 0, onError: (m) => errors.push(m) });
+log.write('nobody reads\\n');
+log.flush();
+const fd = fs.openSync(${JSON.stringify(fifo)}, fs.constants.O_RDONLY | fs.constants.O_NONBLOCK);
+for (let i = 0; i < 2000; i += 1) log.write('x'.repeat(1000) + '\\n');
+log.flush();
+log.close();
+fs.closeSync(fd);
+process.stdout.write(JSON.stringify({ errors, lines: log.lines }));`;
+  const { code, stdout } = await runChild(dir, 'true', body, 'timeout -s KILL 10');
+  assert.equal(code, 0, 'the child blocked or failed');
+  const { errors, lines } = JSON.parse(stdout) as { errors: string[]; lines: { written: number; dropped: number } };
+  assert.match(errors[0] ?? '', /could not open .*app\.log, lines are dropped until it opens: ENXIO/);
+  // The second flush found a reader that reads nothing: the pipe's 64 KiB took what fit, the rest was dropped.
+  assert.ok(lines.dropped > 1900 && lines.written + lines.dropped === 2001, JSON.stringify(lines));
+  assert.ok(errors.some((error) => /EAGAIN/.test(error)), errors.join('\n'));
 });
 
 test('10,000 lines with a small maxBytes all arrive exactly once, in order and whole', (t) => {
