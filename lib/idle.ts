@@ -1,4 +1,5 @@
-// Keep-alive connections idle past their time: closed whatever they send meanwhile.
+// Connections that hold a slot without progress: idle past the keep-alive timeout, or with an answer that stopped
+// leaving; cut whatever the client sends meanwhile.
 import type { Socket } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { createSweep, type Swept } from './sweep.ts';
@@ -25,4 +26,22 @@ export function watchIdle<T extends Idle>(keepAliveMs: number, headersMs: number
     },
     delete: (item: T): void => idle.delete(item),
   };
+}
+
+interface Sending extends Swept { socket: Socket; unsent: number; movedAt: number }
+
+// An answer whose bytes stop leaving for MESSAGES_SEND_TIMEOUT_MS (a client that does not read) is abandoned, its
+// connection destroyed; Node's own send timeout restarts at any byte from the client too. Give it each TLS socket.
+export function watchSends(sendTimeoutMs: number, abandoned: () => void): (socket: Socket) => void {
+  const sending = createSweep<Sending>(Math.min(1000, sendTimeoutMs), (item, now) => {
+    if (item.socket.destroyed) return sending.delete(item);
+    const unsent = item.socket.writableLength;
+    // Moving: nothing waits to leave, or less than at the last look.
+    if (unsent === 0 || unsent < item.unsent) item.movedAt = now;
+    item.unsent = unsent;
+    if (now - item.movedAt < sendTimeoutMs) return;
+    abandoned();
+    item.socket.destroy();
+  });
+  return (socket) => sending.add({ socket, slot: -1, unsent: 0, movedAt: performance.now() });
 }

@@ -10,6 +10,7 @@ import { createBudget } from './budget.ts';
 import { ensureCert } from './certs.ts';
 import { createConnections } from './connections.ts';
 import { createRefusals } from './refusals.ts';
+import { watchSends } from './idle.ts';
 import { handshakeReporter, lingerBodies, watchConnections } from './sockets.ts';
 import { defaultPair, type Config } from './config.ts';
 import { ConfigError } from './env.ts';
@@ -84,13 +85,10 @@ export async function startService(
     metrics.sendTimedOut();
     socket.destroy();
   });
+  server.on('secureConnection', watchSends(config.sendTimeoutMs, metrics.sendTimedOut));
   server.on('tlsClientError', handshakeReporter(appLog, metrics.handshakeFailed));
-  Object.assign(metrics.sources, {
-    connectionsOpen: open,
-    bufferedBytes: body.budget.held,
-    redisUp: () => redis.isReady,
-    redisMaster: () => redis.master,
-  });
+  Object.assign(metrics.sources, { connectionsOpen: open, bufferedBytes: body.budget.held,
+    redisUp: () => redis.isReady, redisMaster: () => redis.master });
   server.on('clientError', refusals.clientError);
   // RFC 9110 section 10.1.1: an expectation other than 100-continue may be ignored; Node's own answer is a bare 417.
   server.on('checkExpectation', connections.request);
