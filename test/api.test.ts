@@ -282,6 +282,13 @@ describe('GET /messages/<digest>', () => {
     assertJsonError(await get('/messages/%E0%A4%A'), 404, 'Message not found for hash: %E0%A4%A');
   });
 
+  test('names the digest with its percent-escapes decoded in the 404, and finds a message by an escaped digest', async () => {
+    assertJsonError(await get('/messages/%2Fx%20y'), 404, 'Message not found for hash: /x y');
+    await postMessage(port, cert.ca, 'foo');
+    const escaped = fooDigest.replace(/^2c/, '%32%63');
+    assert.equal((await get(`/messages/${escaped}`)).status, 200);
+  });
+
   test('answers HEAD like GET with the same headers and no body', async () => {
     await postMessage(port, cert.ca, 'foo');
     const head = await request(port, cert.ca, { method: 'HEAD', path: `/messages/${fooDigest}` });
