@@ -79,10 +79,13 @@ function readBody(req: IncomingMessage, res: ServerResponse, largest: number, { 
       rates?.delete(reading);
       resolve(body.length === reading.size ? body : body.subarray(0, reading.size));
     });
-    // The answer's 'close': a request refused mid-body never emits its own; a client gone is a 400 (needs no 'error').
-    res.on('close', () => {
+    // Either 'close': a request refused mid-body never emits its own, a queued answer never gets the socket to close.
+    const gone = () => {
       if (!settled) reading.fail(errors.badRequest('Request body was not received completely'));
-    });
+    };
+    req.on('close', gone); // a client gone is a 400, and needs no 'error' listener
+    res.on('close', gone);
+    if (req.destroyed) gone();
   });
 }
 
@@ -142,7 +145,7 @@ interface Received { message: string; release: Release }
 export async function readMessage(req: IncomingMessage, res: ServerResponse, limits: BodyLimits): Promise<Received> {
   if (!isJson(req.headers['content-type'])) throw errors.unsupportedMediaType(req.headers['content-type']);
   const largest = largestSize(req, limits.maxBytes);
-  const release = await limits.budget.reserve(largest, res);
+  const release = await limits.budget.reserve(largest, req, res);
   if (req.headers.expect?.toLowerCase() === '100-continue') res.writeContinue(); // RFC 9110 10.1.1: after 415, 413
   try {
     return { message: parseMessage(await readBody(req, res, largest, limits)), release };

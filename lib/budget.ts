@@ -1,5 +1,5 @@
 // MESSAGES_MAX_BUFFERED_BYTES of bodies per process: a body that does not fit waits unread, so TCP pushes back.
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { errors } from './errors.ts';
 
 export type Release = () => void;
@@ -29,8 +29,8 @@ export function createBudget(maxBytes: number) {
   };
 
   return {
-    // Resolves once `bytes` are held; a request whose answer closes while it waits (gone, refused) gives up its place.
-    reserve(bytes: number, res: ServerResponse): Promise<Release> {
+    // Resolves once `bytes` are held; a request that closes, or whose answer closes, while it waits gives up its place.
+    reserve(bytes: number, req: IncomingMessage, res: ServerResponse): Promise<Release> {
       if (waiting.length === 0 && held + bytes <= maxBytes) {
         held += bytes;
         return Promise.resolve(releaser(bytes));
@@ -39,17 +39,22 @@ export function createBudget(maxBytes: number) {
         const waiter: Waiter = {
           bytes,
           grant: () => {
+            req.off('close', giveUp);
             res.off('close', giveUp);
             resolve(releaser(bytes));
           },
         };
         const giveUp = () => {
-          waiting.splice(waiting.indexOf(waiter), 1);
+          const at = waiting.indexOf(waiter);
+          if (at === -1) return; // the other 'close', or granted meanwhile
+          waiting.splice(at, 1);
           grantWaiting();
           reject(errors.badRequest('Request body was not received completely'));
         };
         waiting.push(waiter);
+        req.once('close', giveUp);
         res.once('close', giveUp);
+        if (req.destroyed) giveUp();
       });
     },
     held: () => held,

@@ -490,6 +490,25 @@ test('a POST refused while it waits for MESSAGES_MAX_BUFFERED_BYTES leaves the q
   assert.equal((await postMessage(app.service.port, cert.ca, 'after the queue')).status, 201);
 });
 
+test('a POST pipelined behind another on a connection that dies gives back its place in MESSAGES_MAX_BUFFERED_BYTES', { timeout: 20_000 }, async (t) => {
+  const app = await serve(t, oneBody);
+  const holder = await connect(app.service.port, cert.ca);
+  t.after(() => holder.socket.destroy());
+  holder.socket.write(chunkedStart);
+  await waitFor(() => app.metrics.sources.bufferedBytes!() === 1000, 3000, 'the first body holding the budget');
+  // Two whole POSTs in one write, then the connection is gone: the second's answer never gets the socket.
+  const body = JSON.stringify({ message: 'p'.repeat(880) });
+  const post = `POST /messages HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+  const gone = await connect(app.service.port, cert.ca);
+  gone.socket.write(post + post);
+  await new Promise((resolve) => setTimeout(resolve, 200));
+  gone.socket.destroy();
+  holder.socket.write('10\r\nsage": "holder"}\r\n0\r\n\r\n');
+  assert.equal((await holder.reader.next('POST', 5000))?.status, 201);
+  await waitFor(() => app.metrics.sources.bufferedBytes!() === 0, 3000, 'the bytes of every body given back');
+  assert.equal((await postMessage(app.service.port, cert.ca, 'after the pipeline')).status, 201);
+});
+
 test('a 1 MiB body sent a byte per chunk is held as its bytes, not as a million buffers: stored by a process with 96 MB of heap', { timeout: 60_000 }, async (t) => {
   // Each piece the parser hands over is a Buffer of its own, about 200 bytes of heap: kept as a list, 1 MiB of them
   // needs some 200 MB.
