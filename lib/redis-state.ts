@@ -1,7 +1,7 @@
 // A Redis link's log in every mode: one line per outage and per recovery, with a hint an operator can act on.
 import type { AppLog } from './app-log.ts';
 import { throttle } from './throttle.ts';
-import { replyHint, replyKind, type Refusals } from './redis-reports.ts';
+import { queueFull, replyHint, replyKind, type Refusals } from './redis-reports.ts';
 
 // What an operator can change, in the words of each mode.
 export interface Hints {
@@ -72,6 +72,8 @@ export function stateReporter(log: AppLog, refused: Refusals, target: string, hi
   };
   return {
     down(err, callLogged = false) {
+      // The link is up, Redis silent: the PING each second, refused so, comes here (redis_timeout reports the stall).
+      if (queueFull(err)) return;
       // Redis answered the handshake with an error (NOAUTH, WRONGPASS, ...): logged as a call's refusal is.
       const kind = replyKind(err);
       const described = describeRedisError(err, target, hints);

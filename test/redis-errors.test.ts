@@ -133,6 +133,17 @@ test('NOAUTH (Redis requires a password the service was not given): 503, a redis
   await expectRecovery(service, 'after the password was lifted');
 });
 
+// Regression: the PING sent each second, refused while a stall filled the queue, came through the client's 'error'
+// event: app.log said redis_down, and as the link never dropped, no redis_up followed once Redis answered again.
+test('a call refused because the command queue is full is no outage: the link reporter writes no redis_down', () => {
+  const lines: string[] = [];
+  const log = createAppLog((line) => lines.push(line));
+  const state = stateReporter(log, refusalLog(log), '127.0.0.1:1');
+  state.up();
+  state.down(new Error('The queue is full'));
+  assert.deepEqual(lines.map((line) => JSON.parse(line).event), ['redis_up']);
+});
+
 test('one throttle per Redis connection: a refused call and a refused handshake of one kind make one redis_error line', () => {
   const lines: string[] = [];
   const log = createAppLog((line) => lines.push(line));
