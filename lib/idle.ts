@@ -30,8 +30,8 @@ export function watchIdle<T extends Idle>(keepAliveMs: number, headersMs: number
 
 interface Sending extends Swept { socket: Socket; unsent: number; movedAt: number }
 
-// An answer whose bytes stop leaving for MESSAGES_SEND_TIMEOUT_MS (a client that does not read) is abandoned, its
-// connection destroyed; Node's own send timeout restarts at any byte from the client too. Give it each TLS socket.
+// An answer whose write has not completed for MESSAGES_SEND_TIMEOUT_MS (a client that does not read, or too slowly:
+// writableLength shrinks only as whole writes complete) is abandoned; Node's own timer restarts at any client byte.
 export function watchSends(sendTimeoutMs: number, abandoned: () => void): (socket: Socket) => void {
   const sending = createSweep<Sending>(Math.min(1000, sendTimeoutMs), (item, now) => {
     if (item.socket.destroyed) return sending.delete(item);
