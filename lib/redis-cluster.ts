@@ -4,7 +4,9 @@ import type { AppLog } from './app-log.ts';
 import { boundedCalls } from './redis-calls.ts';
 import { callReporter, refusalLog, type CallObserver } from './redis-reports.ts';
 import type { HostPort, RedisConfig } from './config.ts';
-import { offline, readinessProbe, writeDurably, type RedisConnection } from './redis-connection.ts';
+import {
+  offline, probeCommand, probeWrite, readinessProbe, writeDurably, type RedisConnection,
+} from './redis-connection.ts';
 import { nodeOptions } from './redis-options.ts';
 import { address, closeWithin, keepConnecting } from './redis-failures.ts';
 import { stateReporter, type StateReporter } from './redis-state.ts';
@@ -96,13 +98,11 @@ export function connectCluster(config: RedisConfig, log: AppLog, observe: CallOb
       return fromAnyNode ?? cluster.sendCommand<string | null>(key, false, ['GET', key]);
     }),
     // Ready means every master takes writes: any key may hash to any of them.
-    probe: () => bounded(config.minReplicas === 0 ? 'SET' : 'SET+WAIT', async () => {
+    probe: () => bounded(probeCommand(config), async () => {
       if (durable.cluster.masters.length === 0) throw offline();
-      // On the connections a message's write takes: with MESSAGES_REDIS_MIN_REPLICAS, WAIT on each master too.
+      // Each master's connection that a message's write takes: a key may hash to any of them.
       const probes = [...await probeKeys(durable.cluster)];
-      await Promise.all(probes.map(([client, key]) => (config.minReplicas === 0
-        ? client.set(key, '1', readinessProbe.options)
-        : writeDurably(client, key, '1', config, readinessProbe.options))));
+      await Promise.all(probes.map(([client, key]) => probeWrite(config, client, client, key)));
     }),
     get isReady() {
       return cluster.isReady && durable.cluster.isReady;

@@ -25,6 +25,7 @@ export class ReplicasMissing extends Error {
 type Pipeline = { wait(replicas: number, ms: number): { execAsPipeline(): Promise<unknown> } };
 type SetOptions = typeof readinessProbe.options;
 interface Pipelines { multi(): { set(key: string, value: string, options?: SetOptions): Pipeline } }
+interface Settable { set(key: string, value: string, options: SetOptions): Promise<unknown> }
 
 // WAIT counts only its connection's writes (https://redis.io/docs/latest/commands/wait/), so it follows the SET.
 // `options`: the readiness probe's SET XX, which writes nothing; WAIT then counts the replicas caught up with the rest.
@@ -41,5 +42,13 @@ export async function writeDurably(client: Pipelines, key: string, value: string
 export const offline = () => new Error('The connection to Redis is not ready');
 
 // Readiness: SET XX of a key that never exists, refused exactly when a message's SET would be; otherwise a no-op.
-// With MESSAGES_REDIS_MIN_REPLICAS, WAIT follows it on the durable connection, as it follows a message's SET.
 export const readinessProbe = { key: 'messages:readyz-probe', options: { condition: 'XX' } } as const;
+
+// The probe on the connections a message's write takes: with MESSAGES_REDIS_MIN_REPLICAS, WAIT follows it on the
+// durable one, as it follows a message's SET. probeCommand names it for boundedCalls' log.
+export function probeWrite(config: RedisConfig, main: Settable, durable: Pipelines, key: string = readinessProbe.key) {
+  const { options } = readinessProbe;
+  return config.minReplicas === 0 ? main.set(key, '1', options) : writeDurably(durable, key, '1', config, options);
+}
+
+export const probeCommand = (config: RedisConfig) => (config.minReplicas === 0 ? 'SET' : 'SET+WAIT');

@@ -4,7 +4,7 @@ import type { AppLog } from './app-log.ts';
 import { boundedCalls } from './redis-calls.ts';
 import { callReporter, refusalLog, type CallObserver } from './redis-reports.ts';
 import type { HostPort, RedisConfig } from './config.ts';
-import { offline, readinessProbe, writeDurably, type RedisConnection } from './redis-connection.ts';
+import { offline, probeCommand, probeWrite, writeDurably, type RedisConnection } from './redis-connection.ts';
 import { nodeOptions } from './redis-options.ts';
 import { address, closeClient, reconnectDelay } from './redis-failures.ts';
 import { stateReporter } from './redis-state.ts';
@@ -62,7 +62,7 @@ export function connectSentinel(config: RedisConfig, log: AppLog, observe: CallO
     moves += 1;
     const previous = links;
     const main = connectTo(node);
-    // WAIT holds its connection until replicas answer: durable writes get their own; reads and probes never wait.
+    // WAIT holds its connection until replicas answer: durable writes (and the probe) get their own; reads never wait.
     links = { main, durable: config.minReplicas > 0 ? connectTo(node) : main };
     // Commands still waiting on the old master fail now, as a 503, instead of at their deadline.
     for (const client of new Set([previous?.main, previous?.durable])) {
@@ -117,12 +117,10 @@ export function connectSentinel(config: RedisConfig, log: AppLog, observe: CallO
       const fromReplica = reader === undefined ? null : await reader.sentinel.get(key).catch(() => null);
       return fromReplica ?? masterLinks().main.get(key);
     }),
-    probe: async () => {
-      const { key, options } = readinessProbe;
-      await (config.minReplicas === 0
-        ? bounded('SET', () => masterLinks().main.set(key, '1', options))
-        : bounded('SET+WAIT', () => writeDurably(masterLinks().durable, key, '1', config, options)));
-    },
+    probe: async () => void await bounded(probeCommand(config), () => {
+      const { main, durable } = masterLinks();
+      return probeWrite(config, main, durable);
+    }),
     // Reads need no replica: a read that fails on one is asked of the master.
     get master() {
       return master === undefined ? undefined : address(master);

@@ -4,7 +4,7 @@ import type { AppLog } from './app-log.ts';
 import { boundedCalls } from './redis-calls.ts';
 import { callReporter, refusalLog, type CallObserver } from './redis-reports.ts';
 import type { RedisConfig } from './config.ts';
-import { offline, readinessProbe, writeDurably, type RedisConnection } from './redis-connection.ts';
+import { offline, probeCommand, probeWrite, writeDurably, type RedisConnection } from './redis-connection.ts';
 import { nodeOptions } from './redis-options.ts';
 import { closeClient } from './redis-failures.ts';
 import { stateReporter } from './redis-state.ts';
@@ -31,7 +31,7 @@ export function connectStandalone(config: RedisConfig, log: AppLog, observe: Cal
     return client;
   };
   const client = open();
-  // WAIT holds its connection until replicas answer: durable writes get their own; reads and probes never wait.
+  // WAIT holds its connection until replicas answer: durable writes (and the probe) get their own; reads never wait.
   const writer = config.minReplicas > 0 ? open() : client;
   return {
     // Chosen once: an async wrapper around a plain SET cost every POST a promise. The name is what the log says.
@@ -43,9 +43,7 @@ export function connectStandalone(config: RedisConfig, log: AppLog, observe: Cal
         await writeDurably(writer, key, value, config);
       }),
     get: (key) => bounded('GET', () => client.get(key)),
-    probe: async () => void await (config.minReplicas === 0
-      ? bounded('SET', () => client.set(readinessProbe.key, '1', readinessProbe.options))
-      : bounded('SET+WAIT', () => writeDurably(writer, readinessProbe.key, '1', config, readinessProbe.options))),
+    probe: async () => void await bounded(probeCommand(config), () => probeWrite(config, client, writer)),
     get isReady() {
       return client.isReady && writer.isReady;
     },
