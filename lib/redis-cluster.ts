@@ -8,6 +8,7 @@ import {
   offline, probeCommand, probeWrite, readinessProbe, writeDurably, type RedisConnection,
 } from './redis-connection.ts';
 import { nodeOptions } from './redis-options.ts';
+import { replicaFirst } from './replica-reads.ts';
 import { address, closeWithin, keepConnecting } from './redis-failures.ts';
 import { stateReporter, type StateReporter } from './redis-state.ts';
 
@@ -39,6 +40,7 @@ export function connectCluster(config: RedisConfig, log: AppLog, observe: CallOb
   const refused = refusalLog(log);
   const bounded = boundedCalls(config, callReporter(log, refused, seeds, config, observe));
   const seedState = stateReporter(log, refused, seeds, hints);
+  const replicaRead = replicaFirst(config.timeoutMs, log, `replicas of ${seeds}`);
   const nodeStates = new Map<string, StateReporter>();
   const nodeState = (node: HostPort) => {
     const key = address(node);
@@ -71,6 +73,7 @@ export function connectCluster(config: RedisConfig, log: AppLog, observe: CallOb
   };
   const main = open();
   const cluster = main.cluster;
+  const fromMaster = (key: string) => cluster.sendCommand<string | null>(key, false, ['GET', key]);
   // WAIT holds its connection until replicas answer: durable writes get their own per master, so reads never wait.
   const durable = config.minReplicas > 0 ? open() : main;
 
@@ -91,12 +94,10 @@ export function connectCluster(config: RedisConfig, log: AppLog, observe: CallOb
     set: config.minReplicas === 0
       ? (key, value) => bounded('SET', () => cluster.set(key, value))
       : (key, value) => bounded('SET+WAIT', () => setDurably(key, value)),
-    get: (key) => bounded('GET', async () => {
-      if (!config.readFromReplicas) return cluster.get(key);
-      // A replica may be down or behind: a miss there is asked again of the master before it becomes a 404.
-      const fromAnyNode = await cluster.get(key).catch(() => null);
-      return fromAnyNode ?? cluster.sendCommand<string | null>(key, false, ['GET', key]);
-    }),
+    // A replica may be down, hung or behind: its miss is asked again of the master before it becomes a 404.
+    get: config.readFromReplicas
+      ? (key) => bounded('GET', () => replicaRead(cluster.get(key), () => fromMaster(key)))
+      : (key) => bounded('GET', () => cluster.get(key)),
     // Ready means every master takes writes: any key may hash to any of them.
     probe: () => bounded(probeCommand(config), async () => {
       if (durable.cluster.masters.length === 0) throw offline();

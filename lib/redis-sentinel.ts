@@ -113,18 +113,18 @@ export function connectSentinel(config: RedisConfig, log: AppLog, observe: CallO
         if (!durable.isReady) throw offline();
         await writeDurably(durable, key, value, config);
       }),
-    get: (key) => bounded('GET', async () => {
-      const fromReplica = reader === undefined ? null : await reader.sentinel.get(key).catch(() => null);
-      return fromReplica ?? masterLinks().main.get(key);
+    get: (key) => bounded('GET', () => {
+      const fromMaster = () => masterLinks().main.get(key);
+      return reader === undefined ? fromMaster() : reader.get(key, fromMaster);
     }),
     probe: async () => void await bounded(probeCommand(config), () => {
       const { main, durable } = masterLinks();
       return probeWrite(config, main, durable);
     }),
-    // Reads need no replica: a read that fails on one is asked of the master.
     get master() {
       return master === undefined ? undefined : address(master);
     },
+    // Reads need no replica: a read that fails on one is asked of the master.
     get isReady() {
       return links !== undefined && links.main.isReady && links.durable.isReady;
     },

@@ -34,6 +34,9 @@ export function describeRedisError(
     // Redis cuts a client itself past client-output-buffer-limit, its idle timeout or maxclients, or by CLIENT KILL.
     hint = `${target} closed the connection: if Redis runs, its log says why (client-output-buffer-limit, ` +
       `timeout, maxclients, CLIENT KILL); else ${hints.refused}`;
+  } else if (/Disconnects client/.test(text)) {
+    // node-redis lets a node go that the topology no longer lists, failing the commands it still had.
+    hint = `the client let ${target} go (the sentinels or the cluster no longer list it): ${hints.refused}`;
   } else if (/ENOTFOUND|EAI_AGAIN/.test(text)) {
     hint = `the host of ${target} does not resolve: check ${hints.variables}`;
   } else if (/WRONGPASS|NOAUTH|invalid password|invalid username/i.test(text)) {

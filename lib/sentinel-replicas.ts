@@ -3,6 +3,7 @@ import { createSentinel } from '@redis/client';
 import type { AppLog } from './app-log.ts';
 import type { RedisConfig } from './config.ts';
 import { nodeOptions, tlsOptions } from './redis-options.ts';
+import { replicaFirst } from './replica-reads.ts';
 import { closeWithin, keepConnecting } from './redis-failures.ts';
 import { describeRedisError } from './redis-state.ts';
 import { throttle } from './throttle.ts';
@@ -44,8 +45,10 @@ export function openReplicaReader(config: RedisConfig, log: AppLog) {
   });
   // Its failures to connect are the sentinel watch's to report.
   const connecting = keepConnecting(() => sentinel.connect(), { down: () => {}, up: () => {} });
+  const replicaRead = replicaFirst(config.timeoutMs, log, `a replica of ${config.sentinelName}`);
   return {
-    sentinel,
+    // A replica may be down, hung or behind: its miss is asked again of the master before it becomes a 404.
+    get: (key: string, fromMaster: () => Promise<string | null>) => replicaRead(sentinel.get(key), fromMaster),
     async stop(withinMs: number) {
       connecting.stop();
       await closeWithin(withinMs, () => sentinel.close(), () => sentinel.destroy());

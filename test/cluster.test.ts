@@ -73,6 +73,30 @@ test('stores 3000 messages spread over all three masters, each on its replica to
   assert.deepEqual(read.map((reply) => reply.status === 200 ? JSON.parse(reply.body).message : reply.status), stored);
 });
 
+// Regression: GETs sent to a replica that hangs (SIGSTOP, no reset) waited the whole deadline and were 503s.
+test('with READ_FROM_REPLICAS=1 a frozen replica costs its reads time, never a 503: they are asked of the master', async (t) => {
+  const [shard] = cluster.shards;
+  const owned = (await shardsOf(stored)).map((owner, i) => (owner === shard ? stored[i]! : undefined))
+    .filter((message) => message !== undefined).slice(0, 40);
+  const replicaGets = async () => Number(/calls=(\d+)/.exec((await info(shard!.replica!.port, 'commandstats')).get('cmdstat_get') ?? '')?.[1] ?? 0);
+  const before = await replicaGets();
+  shard!.replica!.child.kill('SIGSTOP');
+  t.after(() => shard!.replica!.child.kill('SIGCONT'));
+  const read = await inParallel(owned, 4, async (message) => {
+    const started = Date.now();
+    const reply = await get(durable.service.port, cert.ca, agent, digestOf(message));
+    return { status: reply.status, body: reply.body, elapsedMs: Date.now() - started };
+  });
+  assert.deepEqual(read.map((reply) => reply.status === 200 ? JSON.parse(reply.body).message : reply.body), owned);
+  for (const reply of read) assert.ok(reply.elapsedMs < durable.config.redis.timeoutMs + 500, `answered after ${reply.elapsedMs} ms`);
+  shard!.replica!.child.kill('SIGCONT');
+  const hung = fs.readFileSync(path.join(durable.config.logDir, 'app.log'), 'utf8').split('\n')
+    .find((line) => line.includes('"event":"redis_replica_timeout"'));
+  assert.match(hung ?? 'no redis_replica_timeout in app.log', /its reads go to the master/);
+  // The frozen replica was asked: its reads arrive once it runs again.
+  await waitFor(async () => (await replicaGets()) > before, 10_000, 'the replica to have been asked');
+});
+
 test('with MIN_REPLICAS=1 answers 503 within 2 s exactly for the slots whose master lost its replica, and still reads them', async () => {
   const [lonely] = cluster.shards;
   await lonely!.replica!.stop('SIGKILL');

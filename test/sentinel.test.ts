@@ -204,7 +204,7 @@ test('authenticates to sentinels that require a password (MESSAGES_REDIS_SENTINE
   for (const logDir of ['with', 'without']) assert.ok(!appLog(logDir).includes(password), `the password in ${logDir}/app.log`);
 });
 
-test('with READ_FROM_REPLICAS=1: GETs reach the replica, and one it lacks (a lagging link) is read from the master', { timeout: 60_000 }, async (t) => {
+test('with READ_FROM_REPLICAS=1: GETs reach the replica, and one it lacks (a lagging link) or leaves unanswered (a frozen replica) is read from the master', { timeout: 60_000 }, async (t) => {
   const dir = tempDir();
   let app: InProcess | undefined;
   const [group, cert] = await Promise.all([startReplicationGroup(), makeCert(dir)]);
@@ -239,6 +239,17 @@ test('with READ_FROM_REPLICAS=1: GETs reach the replica, and one it lacks (a lag
   for (let i = 0; i < 10; i += 1) await read(fresh);
   assert.ok(await replicaGets() > lagging, 'no GET of the new message reached the replica');
   assert.equal(await redisCli(group.replica.port, 'GET', `messages:${digestOf(fresh)}`), '', 'the replica has the new message after all');
+
+  // Regression: a replica that hangs (SIGSTOP, no reset) made the reads sent to it wait the deadline, then 503.
+  group.replica.child.kill('SIGSTOP');
+  for (const message of messages) {
+    const started = Date.now();
+    await read(message);
+    assert.ok(Date.now() - started < app.config.redis.timeoutMs + 500, `answered after ${Date.now() - started} ms`);
+  }
+  group.replica.child.kill('SIGCONT');
+  const hung = appLogEvents(path.join(dir, 'logs')).find((line) => line.event === 'redis_replica_timeout');
+  assert.match(hung?.hint ?? 'no redis_replica_timeout in app.log', /its reads go to the master/);
 
   // A replica that dies costs only its share of the reads: they go to the master, and app.log says so, not that the
   // sentinels or the master are down.
