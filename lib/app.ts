@@ -25,9 +25,11 @@ type Handler = (exchange: Exchange, param: string) => Promise<void> | void;
 
 // A stored message never changes under its digest, so clients may cache it for good (RFC 8246).
 const immutable = 'public, max-age=31536000, immutable';
-
 const healthy = '{"status":"ok"}';
 const healthyHeaders = () => answerHeaders(healthy.length, 'no-store');
+
+// RFC 3986's host (a reg-name without the comma that joins two Host lines, IPv4, an IP-literal) and port.
+const hostField = /^(?:\[[\dA-Fa-f:.]+\]|[\w.~!$&'()*+;=%-]*)(?::\d*)?$/;
 
 export function createApp({ store, appLog, accessLog, body: bodyLimits, metrics, ready }: AppOptions) {
   let draining = false;
@@ -104,7 +106,9 @@ export function createApp({ store, appLog, accessLog, body: bodyLimits, metrics,
     // RFC 9112 section 3.2: an HTTP/1.1 request names its host, in Host or in an absolute-form target.
     const authority = authorityOf(req.url ?? '');
     if (authority === '') throw errors.targetWithoutHost();
-    const hostless = authority === undefined && req.headers.host === undefined;
+    const { host } = req.headers;
+    if (host !== undefined && !hostField.test(host)) throw errors.badHost();
+    const hostless = authority === undefined && host === undefined;
     if (hostless && req.httpVersion === '1.1') throw errors.missingHost();
   }
 

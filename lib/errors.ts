@@ -1,5 +1,4 @@
 // Every error answer the service gives, each with its HTTP status, and the one function that renders them.
-
 export type Headers = Record<string, string | number>;
 export interface Answer { status: number; body: string; headers: Headers }
 
@@ -42,8 +41,9 @@ const retryAfter = () => String(1 + Math.floor(Math.random() * 5));
 
 export const errors = {
   badRequest: (reason: string) => new HttpError(400, reason),
-  // RFC 9112 section 3.2: an HTTP/1.1 request names its host.
+  // RFC 9112 section 3.2: an HTTP/1.1 request names its host, once.
   missingHost: () => new HttpError(400, 'Header "Host" is missing'),
+  badHost: () => new HttpError(400, 'Header "Host" must name one host'),
   targetWithoutHost: () => new HttpError(400, 'Request target has no host'),
   pathNotFound: () => new HttpError(404, 'Not found'),
   methodNotAllowed: (method: string, allow: string) =>

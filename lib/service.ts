@@ -76,6 +76,8 @@ export async function startService(
     connectionsCheckingInterval: Math.min(1000, config.headersTimeoutMs),
     // Node's own 400 for a missing Host would not be JSON: app.ts answers it instead.
     requireHostHeader: false,
+    // Node kept the first of two Host or Content-Type lines: joined, app.ts and body.ts refuse them.
+    joinDuplicateHeaders: true,
   }, connections.request);
   server.maxConnections = config.maxConnections;
   const open = watchConnections(server, config.maxConnectionsPerIp, metrics.connectionRefused);

@@ -356,6 +356,39 @@ describe('routing', () => {
     });
   }
 
+  // RFC 9112 section 3.2: more than one Host line, or one that is no host, is a 400 (Node kept the first; a proxy
+  // before the service may have routed by the other).
+  for (const [name, head] of [
+    ['two Host lines', 'Host: localhost\r\nHost: evil.example'],
+    ['two equal Host lines', 'Host: localhost\r\nhost: localhost'],
+    ['a Host with a space', 'Host: local host'],
+    ['a Host with a path', 'Host: localhost/x'],
+    ['a Host with a user', 'Host: user@localhost'],
+    ['a Host that is not ASCII', 'Host: l\u00f6calhost'],
+  ]) {
+    test(`answers 400 for ${name} (RFC 9112 section 3.2)`, async () => {
+      const [reply] = await exchange(port, cert.ca, `GET /healthz HTTP/1.1\r\n${head}\r\n\r\n`);
+      assert.equal(reply?.status, 400);
+      assert.deepEqual(JSON.parse(reply!.body.toString()), { err_msg: 'Header "Host" must name one host' });
+    });
+  }
+
+  for (const host of ['localhost', 'localhost:8443', '127.0.0.1:1', '[::1]:8443', 'a-b.example_1.', '']) {
+    test(`serves a request whose Host is ${JSON.stringify(host)}`, async () => {
+      const [reply] = await exchange(port, cert.ca, `GET /healthz HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
+      assert.equal(reply?.status, 200);
+    });
+  }
+
+  test('answers 415 for two Content-Type lines, even when the first is JSON', async () => {
+    const body = '{"message":"foo"}';
+    const [reply] = await exchange(port, cert.ca, 'POST /messages HTTP/1.1\r\nHost: localhost\r\n' +
+      `Content-Type: application/json\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+    assert.equal(reply?.status, 415);
+    assert.deepEqual(JSON.parse(reply!.body.toString()),
+      { err_msg: 'Content-Type must be application/json; received application/json, text/plain' });
+  });
+
   test('answers 400 for an absolute-form target with no host in it', async () => {
     const [reply] = await exchange(port, cert.ca, 'GET https:///healthz HTTP/1.1\r\nHost: localhost\r\n\r\n');
     assert.equal(reply?.status, 400);

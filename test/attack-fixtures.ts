@@ -160,6 +160,7 @@ const errorMessages = [
   /^Request body was not received completely$/,
   /^Bad request$/,
   /^Header "Host" is missing$/,
+  /^Header "Host" must name one host$/,
   /^Request target has no host$/,
   /^HTTP version not supported; use HTTP\/1\.1$/,
   /^Request header fields too large$/,
