@@ -146,7 +146,8 @@ export async function readMessage(req: IncomingMessage, res: ServerResponse, lim
   if (!isJson(req.headers['content-type'])) throw errors.unsupportedMediaType(req.headers['content-type']);
   const largest = largestSize(req, limits.maxBytes);
   const release = await limits.budget.reserve(largest, req, res);
-  if (req.headers.expect?.toLowerCase() === '100-continue') res.writeContinue(); // RFC 9110 10.1.1: after 415, 413
+  // RFC 9110 section 10.1.1: after the 415 and 413; to HTTP/1.0 never, which would take the 100 for the answer.
+  if (req.httpVersion === '1.1' && req.headers.expect?.toLowerCase().includes('100-continue')) res.writeContinue();
   try {
     return { message: parseMessage(await readBody(req, res, largest, limits)), release };
   } catch (err) {

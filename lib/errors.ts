@@ -52,9 +52,8 @@ export const errors = {
   bodyTooSlow: (rate: number) => new HttpError(408, `Request body arrived slower than ${rate} bytes/s`),
   payloadTooLarge: (limit: number) =>
     new HttpError(413, `Request body exceeds the limit of ${limit} bytes`, { Connection: 'close' }),
-  unsupportedMediaType: (type: string | undefined) =>
-    new HttpError(415, 'Content-Type must be application/json; ' +
-      `received ${type === undefined ? 'none' : capped(type, 64)}`),
+  unsupportedMediaType: (type: string | undefined) => new HttpError(415,
+    `Content-Type must be application/json; received ${type === undefined ? 'none' : capped(type, 64)}`),
   headersTooLarge: () => new HttpError(431, 'Request header fields too large'),
   internal: () => new HttpError(500, 'Internal server error'),
   storageUnavailable: (reason = 'Storage is unavailable, retry later') =>

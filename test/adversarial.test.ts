@@ -283,6 +283,31 @@ describe('oversized and malformed requests', () => {
     assert.match(text, /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 201 /);
   });
 
+  // Regression: an HTTP/1.0 client, which takes any status line for the answer, got 100 Continue (RFC 9110 section
+  // 10.1.1: a server MUST ignore the expectation in HTTP/1.0); a list naming 100-continue, or two Expect lines, got none.
+  for (const [version, expect, continues] of [
+    ['1.0', 'Expect: 100-continue', false],
+    ['1.1', 'Expect: 100-continue, x-other', true],
+    ['1.1', 'Expect: 100-Continue\r\nExpect: 100-continue', true],
+  ] as const) {
+    test(`${continues ? 'sends' : 'never sends'} 100 Continue to HTTP/${version} with ${JSON.stringify(expect)}`, async (t) => {
+      const app = await serve(t);
+      const body = `{"message":"expect ${version}"}`;
+      const { socket } = await connect(app.service.port, cert.ca);
+      t.after(() => socket.destroy());
+      let text = '';
+      socket.on('data', (chunk: Buffer) => { text += chunk.toString('latin1'); });
+      socket.write(`POST /messages HTTP/${version}\r\nHost: localhost\r\n${expect}\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${body.length}\r\n\r\n`);
+      if (continues) await waitFor(() => text.includes('\r\n\r\n'), 5000, 'the 100 Continue');
+      else await new Promise((resolve) => setTimeout(resolve, 300));
+      assert.equal(text, continues ? 'HTTP/1.1 100 Continue\r\n\r\n' : '');
+      socket.write(body);
+      await waitFor(() => text.includes('{"digest"'), 5000, 'the 201');
+      assert.match(text, continues ? /^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 201 / : /^HTTP\/1\.1 201 /);
+    });
+  }
+
   // Regression: the answer to a malformed request was written at once, ahead of the earlier request's answer.
   for (const [name, second, status] of [
     ['a malformed request', 'get / HTTP/1.1\r\n\r\n', 400],
