@@ -1,7 +1,7 @@
 // Redis Cluster (sharding), built with the official client's own cluster support.
 import { createCluster } from '@redis/client';
 import type { AppLog } from './app-log.ts';
-import { boundedCalls } from './redis-calls.ts';
+import { boundedCalls, NotAnswered } from './redis-calls.ts';
 import { callReporter, refusalLog, type CallObserver } from './redis-reports.ts';
 import type { HostPort, RedisConfig } from './config.ts';
 import {
@@ -11,6 +11,7 @@ import { nodeOptions } from './redis-options.ts';
 import { replicaFirst } from './replica-reads.ts';
 import { address, closeWithin, keepConnecting } from './redis-failures.ts';
 import { stateReporter, type StateReporter } from './redis-state.ts';
+import { throttle } from './throttle.ts';
 
 const clusterSlots = 16384;
 
@@ -77,6 +78,21 @@ export function connectCluster(config: RedisConfig, log: AppLog, observe: CallOb
   // WAIT holds its connection until replicas answer: durable writes get their own per master, so reads never wait.
   const durable = config.minReplicas > 0 ? open() : main;
 
+  // A master that hangs without a reset keeps its link while commands trickle to it (each write restarts node-redis's
+  // socket timeout), so node-redis never asks for the slots again, as it does on MOVED: a call to it that got no
+  // answer makes it ask the other nodes, once a second at most, until they name the replica promoted in its place.
+  const asking = throttle(1000);
+  const askForSlots = async (links: typeof cluster, key: string) => {
+    const master = await links.getNodeClientForKey(key, false);
+    const hung = links.masters.find((node) => node.client === master)?.address;
+    await links._slots.rediscover(undefined, new Set(hung === undefined ? [] : [hung]));
+  };
+  const onKey = <T>(links: typeof cluster, command: string, key: string, work: () => Promise<T>) =>
+    bounded(command, work).catch((err: unknown) => {
+      if (err instanceof NotAnswered && asking() !== undefined) void askForSlots(links, key).catch(() => {});
+      throw err;
+    });
+
   // node-redis sends WAIT to all shards (its request policy): pipeline it behind the SET on the key's master.
   const setDurably = async (key: string, value: string) => {
     const master = await durable.cluster.getNodeClientForKey(key, false);
@@ -92,12 +108,12 @@ export function connectCluster(config: RedisConfig, log: AppLog, observe: CallOb
   return {
     // Chosen once, as in connectStandalone; the name is what the log says.
     set: config.minReplicas === 0
-      ? (key, value) => bounded('SET', () => cluster.set(key, value))
-      : (key, value) => bounded('SET+WAIT', () => setDurably(key, value)),
+      ? (key, value) => onKey(cluster, 'SET', key, () => cluster.set(key, value))
+      : (key, value) => onKey(durable.cluster, 'SET+WAIT', key, () => setDurably(key, value)),
     // A replica may be down, hung or behind: its miss is asked again of the master before it becomes a 404.
     get: config.readFromReplicas
-      ? (key) => bounded('GET', () => replicaRead(cluster.get(key), () => fromMaster(key)))
-      : (key) => bounded('GET', () => cluster.get(key)),
+      ? (key) => onKey(cluster, 'GET', key, () => replicaRead(cluster.get(key), () => fromMaster(key)))
+      : (key) => onKey(cluster, 'GET', key, () => cluster.get(key)),
     // Ready means every master takes writes: any key may hash to any of them.
     probe: () => bounded(probeCommand(config), async () => {
       if (durable.cluster.masters.length === 0) throw offline();

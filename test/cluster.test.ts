@@ -154,6 +154,34 @@ test('a killed master fails only its own slots within 2 s, then its promoted rep
   assert.deepEqual(read.map((reply) => reply.status === 200 ? JSON.parse(reply.body).message : reply.status), owned);
 });
 
+// Regression: a master that hangs (SIGSTOP: no reset) while requests trickle to its slots kept its link, as each write
+// restarted node-redis's socket timeout: its slots stayed 503 long after the cluster had promoted its replica (41 s at
+// 2 requests a second with MESSAGES_MAX_INFLIGHT=16; minutes at the default 128).
+test('a frozen master under a trickle of requests: its promoted replica serves its slots within 15 s', async (t) => {
+  const frozen = cluster.shards[2]!;
+  const candidates = Array.from({ length: 300 }, (_, i) => `while the master hangs ${i}`);
+  const mine = (await shardsOf(candidates)).map((owner, i) => (owner === frozen ? candidates[i]! : undefined))
+    .filter((message) => message !== undefined);
+  frozen.master.child.kill('SIGSTOP');
+  t.after(() => frozen.master.child.kill('SIGCONT'));
+  const frozenAt = Date.now();
+  let next = 0;
+  // Two POSTs a second reach the frozen master's slots, as light traffic would.
+  await waitFor(async () => {
+    const reply = await postTimed(plain, mine[next++ % mine.length]!);
+    if (reply.status !== 201) await new Promise((resolve) => setTimeout(resolve, Math.max(0, 500 - reply.elapsedMs)));
+    return reply.status === 201;
+  }, 15_000, 'a write to the frozen master\'s slots to succeed');
+  t.diagnostic(`writes to the frozen master's slots succeeded again ${Date.now() - frozenAt} ms after the SIGSTOP`);
+  const log = fs.readFileSync(path.join(plain.config.logDir, 'app.log'), 'utf8');
+  assert.match(log, /"event":"redis_timeout"/);
+  assert.equal((await info(frozen.replica!.port, 'replication')).get('role'), 'master');
+  // Every message the durable service acknowledged on that shard is on the replica that took over.
+  const owned = (await shardsOf(stored)).map((owner, i) => (owner === frozen ? stored[i]! : undefined)).filter((m) => m !== undefined);
+  const read = await inParallel(owned, 16, (message) => get(plain.service.port, cert.ca, agent, digestOf(message)));
+  assert.deepEqual(read.map((reply) => reply.status === 200 ? JSON.parse(reply.body).message : reply.status), owned);
+});
+
 // Regression: a node reached before its slots were assigned left the service at 503 for good, logged as redis_up.
 test('connects to a cluster node that serves no slots yet, answers 503 and logs why, then serves once the slots are assigned', async (t) => {
   const dir = tempDir();
