@@ -28,8 +28,8 @@ const immutable = 'public, max-age=31536000, immutable';
 const healthy = '{"status":"ok"}';
 const healthyHeaders = () => answerHeaders(healthy.length, 'no-store');
 
-// RFC 3986's host (a reg-name without the comma that joins two Host lines, IPv4, an IP-literal) and port.
-const hostField = /^(?:\[[\dA-Fa-f:.]+\]|[\w.~!$&'()*+;=%-]*)(?::\d*)?$/;
+// Printable ASCII but what ends a URI's host (/?#@\) or joins two Host lines (,); zones, proxies' "a|b" pass.
+const hostField = /^[^\0- \x7f-\xff,/?#@\\]*$/;
 
 export function createApp({ store, appLog, accessLog, body: bodyLimits, metrics, ready }: AppOptions) {
   let draining = false;

@@ -8,9 +8,9 @@ import { errors } from './errors.ts';
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 const noBody: Buffer = Buffer.alloc(0);
 
-// "application/json" with any parameters (charset=...), case-insensitive (RFC 9110 section 8.3.1).
+// "application/json" with any parameters, case-insensitive (RFC 9110 8.3.1); a comma joins two Content-Type lines.
 export function isJson(contentType: string | undefined): boolean {
-  if (contentType === undefined) return false;
+  if (contentType === undefined || contentType.includes(',')) return false;
   const end = contentType.indexOf(';');
   const type = (end === -1 ? contentType : contentType.slice(0, end)).trim().toLowerCase();
   return type === 'application/json';
@@ -147,7 +147,7 @@ export async function readMessage(req: IncomingMessage, res: ServerResponse, lim
   const largest = largestSize(req, limits.maxBytes);
   const release = await limits.budget.reserve(largest, req, res);
   // RFC 9110 section 10.1.1: after the 415 and 413; to HTTP/1.0 never, which would take the 100 for the answer.
-  if (req.httpVersion === '1.1' && req.headers.expect?.toLowerCase().includes('100-continue')) res.writeContinue();
+  if (req.httpVersion === '1.1' && /(^|,)\s*100-continue\s*(,|$)/i.test(req.headers.expect ?? '')) res.writeContinue();
   try {
     return { message: parseMessage(await readBody(req, res, largest, limits)), release };
   } catch (err) {

@@ -5,7 +5,8 @@ import { throttle } from './throttle.ts';
 
 type Read = Promise<string | null>;
 
-// A replica has half the Redis timeout, the master the other half; `target` names the replicas in the warning.
+// A replica has half the Redis timeout, the master the other half; `target` names the replicas in the warning. In a
+// cluster `fromReplica` may have gone to the master itself: node-redis spreads reads over a slot's nodes.
 export function replicaFirst(timeoutMs: number, log: AppLog, target: string) {
   const replicaMs = Math.floor(timeoutMs / 2);
   const deadlines = createDeadlines(replicaMs);
@@ -15,7 +16,8 @@ export function replicaFirst(timeoutMs: number, log: AppLog, target: string) {
     if (suppressed === undefined) return;
     log.warn('redis_replica_timeout', {
       target, timeoutMs: replicaMs, missed: suppressed + 1,
-      hint: 'a replica did not answer a read in time (hung, overloaded or cut off); its reads go to the master',
+      hint: 'the node asked for a read did not answer in time (a hung, overloaded or cut-off replica; in a cluster, ' +
+        'possibly the master node-redis picked): the read went to the master',
     });
   };
   return (fromReplica: Read, fromMaster: () => Read): Read => new Promise((resolve, reject) => {

@@ -289,6 +289,8 @@ describe('oversized and malformed requests', () => {
     ['1.0', 'Expect: 100-continue', false],
     ['1.1', 'Expect: 100-continue, x-other', true],
     ['1.1', 'Expect: 100-Continue\r\nExpect: 100-continue', true],
+    ['1.1', 'Expect: x100-continue', false],
+    ['1.1', 'Expect: 100-continuex', false],
   ] as const) {
     test(`${continues ? 'sends' : 'never sends'} 100 Continue to HTTP/${version} with ${JSON.stringify(expect)}`, async (t) => {
       const app = await serve(t);

@@ -373,21 +373,25 @@ describe('routing', () => {
     });
   }
 
-  for (const host of ['localhost', 'localhost:8443', '127.0.0.1:1', '[::1]:8443', 'a-b.example_1.', '']) {
+  // Also what Node's and Python's clients send for a link-local address (its zone), and an Envoy cluster name.
+  for (const host of ['localhost', 'localhost:8443', '127.0.0.1:1', '[::1]:8443', 'a-b.example_1.', '', 'LOCALHOST.',
+    '[fe80::1%eth0]:8443', 'outbound|5000||messages.default.svc.cluster.local']) {
     test(`serves a request whose Host is ${JSON.stringify(host)}`, async () => {
       const [reply] = await exchange(port, cert.ca, `GET /healthz HTTP/1.1\r\nHost: ${host}\r\n\r\n`);
       assert.equal(reply?.status, 200);
     });
   }
 
-  test('answers 415 for two Content-Type lines, even when the first is JSON', async () => {
-    const body = '{"message":"foo"}';
-    const [reply] = await exchange(port, cert.ca, 'POST /messages HTTP/1.1\r\nHost: localhost\r\n' +
-      `Content-Type: application/json\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
-    assert.equal(reply?.status, 415);
-    assert.deepEqual(JSON.parse(reply!.body.toString()),
-      { err_msg: 'Content-Type must be application/json; received application/json, text/plain' });
-  });
+  for (const first of ['application/json', 'application/json; charset=utf-8', 'application/json;']) {
+    test(`answers 415 for two Content-Type lines, even when the first is ${first}`, async () => {
+      const body = '{"message":"foo"}';
+      const [reply] = await exchange(port, cert.ca, 'POST /messages HTTP/1.1\r\nHost: localhost\r\n' +
+        `Content-Type: ${first}\r\nContent-Type: text/plain\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+      assert.equal(reply?.status, 415);
+      assert.deepEqual(JSON.parse(reply!.body.toString()),
+        { err_msg: `Content-Type must be application/json; received ${first}, text/plain` });
+    });
+  }
 
   test('answers 400 for an absolute-form target with no host in it', async () => {
     const [reply] = await exchange(port, cert.ca, 'GET https:///healthz HTTP/1.1\r\nHost: localhost\r\n\r\n');

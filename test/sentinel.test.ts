@@ -249,7 +249,7 @@ test('with READ_FROM_REPLICAS=1: GETs reach the replica, and one it lacks (a lag
   }
   group.replica.child.kill('SIGCONT');
   const hung = appLogEvents(path.join(dir, 'logs')).find((line) => line.event === 'redis_replica_timeout');
-  assert.match(hung?.hint ?? 'no redis_replica_timeout in app.log', /its reads go to the master/);
+  assert.match(hung?.hint ?? 'no redis_replica_timeout in app.log', /the read went to the master/);
 
   // A replica that dies costs only its share of the reads: they go to the master, and app.log says so, not that the
   // sentinels or the master are down.
