@@ -216,6 +216,36 @@ test('the metrics listener renders one scrape per connection, and cuts one whose
   assert.ok(elapsedMs >= 9000, `cut after ${Math.round(elapsedMs)} ms`);
 });
 
+// Regression: Node checks those timeouts every 30 s by default: trickled headers or a body held a connection 27 s.
+test('the metrics listener cuts a request whose headers or body trickle in within 10 s of its start, give or take 2 s', { timeout: 60_000 }, async (t) => {
+  const server = await serveMetrics('127.0.0.1', 0, () => 'demo 1\n');
+  t.after(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  const port = (server.address() as AddressInfo).port;
+  const trickle = async (head: string) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.on('error', () => {});
+    t.after(() => socket.destroy());
+    await once(socket, 'connect');
+    const started = performance.now();
+    socket.write(head);
+    const timer = setInterval(() => socket.write('x'), 500);
+    t.after(() => clearInterval(timer));
+    // Not once(): the server's 408 and close make a trickled byte fail with EPIPE, which once() would throw.
+    await new Promise((resolve) => socket.on('close', resolve));
+    clearInterval(timer);
+    return performance.now() - started;
+  };
+  const [headers, body] = await Promise.all([
+    trickle('GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: '),
+    trickle('POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n'),
+  ]);
+  t.diagnostic(`headers cut after ${Math.round(headers)} ms, body after ${Math.round(body)} ms`);
+  for (const elapsedMs of [headers, body]) assert.ok(elapsedMs >= 9000 && elapsedMs < 14_000, `cut after ${Math.round(elapsedMs)} ms`);
+});
+
 test('a worker with no descriptor left reports messages_open_fds_ratio 1 through the primary, and stays up', { timeout: 60_000 }, async (t) => {
   const { service, metricsPort } = await startWithMetrics(t, { MESSAGES_WORKERS: '2' });
   await waitFor(() => listeningPids(service).length === 2, 15_000, 'two workers listening');
