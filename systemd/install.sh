@@ -61,6 +61,10 @@ case $verdict in
   old) die "$node is $version, older than this service supports (package.json engines: $engines): $install_node" ;;
   untested) say "warning: $node is $version, a line the tests do not cover (package.json engines: $engines)" ;;
 esac
+# Upstream ended the 20 line on 2026-04-30: it still runs the service, but takes fixes only from a distribution.
+case $version in
+  v20.*) say "warning: $node is $version, past its upstream end of life (2026-04-30); prefer 24 LTS: $install_node" ;;
+esac
 PATH=$(dirname "$node"):$PATH # npm ci and its scripts use the same node
 command -v npm >/dev/null || die "npm is missing: it comes with an upstream build and NodeSource's package; Debian's is apt-get install npm"
 command -v openssl >/dev/null || die "openssl is missing: apt-get install openssl"
@@ -126,15 +130,16 @@ systemctl restart messages.service
 # setting FILE NAME DEFAULT: the last NAME= line of an environment file, as systemd reads it, without quotes.
 setting() {
   value=$(sed -n "s/^$2=//p" "$1" | tail -n 1)
-  value=${value#\"}
-  value=${value%\"}
+  value=${value#[\"\']}
+  value=${value%[\"\']}
   echo "${value:-$3}"
 }
 port=$(setting "$conf/messages.env" MESSAGES_PORT 5000)
 cert=$(setting "$conf/messages.env" MESSAGES_CERT_FILE certs/localhost.crt)
 domain=$(setting "$conf/watchdog.env" MESSAGES_WATCHDOG_DOMAIN localhost)
+ca=$(setting "$conf/watchdog.env" MESSAGES_WATCHDOG_CA_FILE "$cert")
 check() {
-  (cd "$app" && runuser -u messages -- timeout -k 5 15 "$node" --require tsx/cjs lib/check.ts -d "$domain" -p "$port" -c "$cert") 2>&1
+  (cd "$app" && runuser -u messages -- timeout -k 5 15 "$node" --require tsx/cjs lib/check.ts -d "$domain" -p "$port" -c "$ca") 2>&1
 }
 # Success only once the service passes the smoke check, against the port and certificate it uses: a start takes a
 # second or two; a crash loop ends in failed (the unit's start limit) well within the 60 s.

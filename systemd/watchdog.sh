@@ -7,8 +7,13 @@
 #   MESSAGES_WATCHDOG_NOTIFY   command run after a restart, with the reason and the checker's output on its stdin
 #   MESSAGES_WATCHDOG_TIMEOUT  seconds the checker may take [30]
 #   MESSAGES_WATCHDOG_DOMAIN   name to connect to and to verify the certificate against [localhost]
+#   MESSAGES_WATCHDOG_CA_FILE  CA certificates the certificate must verify against [MESSAGES_CERT_FILE, right for the
+#                              self-signed default; a CA-issued one needs its CA: /etc/ssl/certs/ca-certificates.crt]
 #   MESSAGES_PORT, MESSAGES_CERT_FILE  as for the service [5000, certs/localhost.crt]
 set -u
+# cron's PATH is /usr/bin:/bin, without /usr/local/bin, where a node from nodejs.org goes.
+PATH=/usr/local/bin:/usr/bin:/bin${PATH:+:$PATH}
+export PATH
 
 # The app root is this script's parent directory: a clone, or /opt/messages; relative paths resolve against it.
 cd "$(dirname "$0")/.." || exit 1
@@ -16,7 +21,8 @@ cd "$(dirname "$0")/.." || exit 1
 restart=${MESSAGES_WATCHDOG_RESTART:-docker compose restart app}
 notify=${MESSAGES_WATCHDOG_NOTIFY:-}
 timeout=${MESSAGES_WATCHDOG_TIMEOUT:-30}
-set -- -d "${MESSAGES_WATCHDOG_DOMAIN:-localhost}" -p "${MESSAGES_PORT:-5000}" -c "${MESSAGES_CERT_FILE:-certs/localhost.crt}"
+set -- -d "${MESSAGES_WATCHDOG_DOMAIN:-localhost}" -p "${MESSAGES_PORT:-5000}" \
+  -c "${MESSAGES_WATCHDOG_CA_FILE:-${MESSAGES_CERT_FILE:-certs/localhost.crt}}"
 
 # The node checker where the app's dependencies are installed, else the stdlib-only Python one (same flags).
 if [ -d node_modules/tsx ]; then
@@ -33,11 +39,18 @@ check "$@" && exit 0
 sleep 10
 check "$@" && exit 0
 status=$?
+last=$(printf '%s\n' "$output" | tail -n 1)
 
+# A 503 is Redis unavailable (the service reconnects by itself) or a stop under way: a restart helps neither.
+case $last in
+  *", received 503 "*)
+    echo "messages-watchdog: the service answers 503 (Redis unavailable, or a stop in progress); not restarting: $last"
+    exit 1 ;;
+esac
 if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
   reason="smoke check gave no answer within ${timeout}s"
 else
-  reason="smoke check failed (exit $status): $(printf '%s\n' "$output" | tail -n 1)"
+  reason="smoke check failed (exit $status): $last"
 fi
 echo "messages-watchdog: $reason; restarting with: $restart"
 if sh -c "$restart"; then

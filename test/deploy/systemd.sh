@@ -54,6 +54,13 @@ boot() {
   wait_for 60 "systemd is up in the VM" system_up
   wait_for 30 "Debian's $redis_unit is active" in_vm systemctl is-active "$redis_unit"
   podman cp "$work/messages" "$vm:/root/messages"
+  # docs/deploy.md's step: Debian's Redis keeps only snapshots until appendonly is on.
+  in_vm sh -c 'for conf in /etc/redis/redis.conf /etc/valkey/valkey.conf; do
+    [ ! -f "$conf" ] || sed -i "s/^appendonly no/appendonly yes/" "$conf"; done'
+  in_vm systemctl restart "$redis_unit"
+  wait_for 30 "Debian's $redis_unit is active again" in_vm systemctl is-active "$redis_unit"
+  [[ $(in_vm sh -c 'redis-cli config get appendonly 2>/dev/null || valkey-cli config get appendonly' | tail -n 1) == yes ]] || fail "appendonly is not on after docs/deploy.md's step"
+  echo "ok: appendonly yes, as docs/deploy.md says to set it"
   echo "ok: $(in_vm sh -c '. /etc/os-release && echo "$PRETTY_NAME"'), $(in_vm sh -c 'redis-server --version 2>/dev/null || valkey-server --version' | cut -d' ' -f1-3)"
 
   # Debian 12's own nodejs is 18: with nothing newer in /usr/local, install.sh must stop before changing anything.
@@ -212,6 +219,18 @@ loop: messages.service is failed, and systemctl --failed lists it"
   echo "ok: the journal and the notify command say why"
   wait_for 30 "the service answers" smoke_check
   check_passes "after the watchdog's restart"
+  # Regression: the watchdog started a service stopped on purpose again within a minute.
+  in_vm systemctl stop messages.service
+  # Its condition fails, so ExecStart never runs: the timer's last trigger tells that it was started.
+  local triggered
+  triggered=$(in_vm systemctl show -p LastTriggerUSecMonotonic --value messages-watchdog.timer)
+  timer_fired() { [[ $(in_vm systemctl show -p LastTriggerUSecMonotonic --value messages-watchdog.timer) != "$triggered" ]]; }
+  wait_for 40 "the timer started the watchdog" timer_fired
+  sleep 5
+  [[ $(in_vm systemctl is-active messages.service) == inactive ]] || fail "the watchdog started a service stopped on purpose"
+  echo "ok: a service stopped with systemctl stop stays stopped"
+  in_vm systemctl start messages.service
+  wait_for 30 "the service answers" smoke_check
 
   step "$1: uninstall"
   in_vm /root/messages/systemd/install.sh --uninstall
