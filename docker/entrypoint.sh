@@ -39,4 +39,5 @@ Give it to uid 1 on the host (sudo chown 1 <file>; a key stays mode 0600), or ru
 (user: \"UID:GID\")."
 done
 
-exec setpriv --reuid=daemon --regid=daemon --clear-groups -- "$@"
+# No capabilities left to regain and no setuid program that could give any back: node keeps only daemon's rights.
+exec setpriv --reuid=daemon --regid=daemon --clear-groups --no-new-privs --bounding-set=-all -- "$@"

@@ -6,4 +6,4 @@ probe="require('node:https').get({ host: '127.0.0.1', port: process.env.MESSAGES
   rejectUnauthorized: false, timeout: 4000 }, (res) => process.exit(res.statusCode === 200 ? 0 : 1))
   .on('timeout', () => process.exit(1)).on('error', () => process.exit(1))"
 [ "$(id -u)" = 0 ] || exec node -e "$probe"
-exec setpriv --reuid=daemon --regid=daemon --clear-groups -- node -e "$probe"
+exec setpriv --reuid=daemon --regid=daemon --clear-groups --no-new-privs --bounding-set=-all -- node -e "$probe"
