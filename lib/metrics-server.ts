@@ -2,7 +2,9 @@
 // each worker sends its snapshot every second; what an exited worker counted is kept, so no counter goes backwards.
 import http from 'node:http';
 import type { Worker } from 'node:cluster';
+import { performance } from 'node:perf_hooks';
 import type { Registry, Snapshot } from './metrics.ts';
+import { eventLoopDelay } from './service-metrics.ts';
 
 interface SnapshotMessage { type: 'messages:metrics'; snapshot: Snapshot }
 
@@ -54,21 +56,28 @@ export function sendSnapshots(registry: Registry, send: (message: SnapshotMessag
   };
 }
 
+// A worker that sent nothing for this long is stuck (a busy loop holds its timer too): its gauges are no longer
+// current, and the time since it last sent is its event-loop delay, which MessagesEventLoopDelay watches.
+const silentMs = 3000;
+
 // The primary's side: the latest snapshot of each worker, and the counters of the ones that exited.
 export function collectSnapshots(registry: Registry) {
-  const latest = new Map<Worker, Snapshot>();
+  const latest = new Map<Worker, { snapshot: Snapshot; at: number }>();
   let retired: Snapshot = {};
+  const current = ({ snapshot, at }: { snapshot: Snapshot; at: number }, now: number): Snapshot =>
+    (now - at < silentMs ? snapshot : { ...registry.lasting(snapshot), [eventLoopDelay]: { '': (now - at) / 1000 } });
   return {
     watch(worker: Worker): void {
+      latest.set(worker, { snapshot: {}, at: performance.now() }); // one stuck before its first snapshot shows too
       worker.on('message', (message: unknown) => {
-        if (isSnapshot(message)) latest.set(worker, message.snapshot);
+        if (isSnapshot(message)) latest.set(worker, { snapshot: message.snapshot, at: performance.now() });
       });
       worker.once('exit', () => {
         const last = latest.get(worker);
-        if (last !== undefined) retired = registry.merge([retired, registry.lasting(last)]);
+        if (last !== undefined) retired = registry.merge([retired, registry.lasting(last.snapshot)]);
         latest.delete(worker);
       });
     },
-    snapshots: (): Snapshot[] => [...latest.values(), retired],
+    snapshots: (): Snapshot[] => [...[...latest.values()].map((each) => current(each, performance.now())), retired],
   };
 }

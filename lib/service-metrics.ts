@@ -3,6 +3,9 @@ import fs from 'node:fs';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { labels, Registry, type Count, type Histogram } from './metrics.ts';
 
+// Also what the primary reports for a worker gone silent (metrics-server.ts).
+export const eventLoopDelay = 'nodejs_eventloop_delay_p99_seconds';
+
 type Counts = Record<'app' | 'access', { written: number; dropped: number }>;
 
 // What the gauges read when a snapshot is taken, set by the modules that own them; unset ones give no value.
@@ -119,7 +122,7 @@ function processMetrics(registry: Registry, version: string): void {
   const one = (read: () => number) => () => ({ '': read() });
   registry.sampled('process_resident_memory_bytes', 'Resident memory.', 'gauge', one(() => process.memoryUsage.rss()));
   registry.sampled('nodejs_heap_used_bytes', 'V8 heap in use.', 'gauge', one(() => process.memoryUsage().heapUsed));
-  registry.sampled('nodejs_eventloop_delay_p99_seconds', 'Event-loop delay, 99th percentile, since the last snapshot.',
+  registry.sampled(eventLoopDelay, 'Event-loop delay, 99th percentile, since the last snapshot.',
     'max', () => {
       const p99 = delay.percentile(99) / 1e9;
       delay.reset();

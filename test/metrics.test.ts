@@ -270,6 +270,24 @@ test('with two workers the primary sums their counters, and a worker that dies t
   assert.ok(valueOf((await scrape(metricsPort)).body, series)! >= 40, 'the count went backwards');
 });
 
+// Regression: a worker stuck in a loop (SIGSTOP here) sends no snapshot; its last one was served as current for good,
+// so its event-loop delay stayed low and MessagesEventLoopDelay could not fire.
+test('a worker silent for more than 3 s shows its silence as its event-loop delay', { timeout: 60_000 }, async (t) => {
+  const { service, metricsPort } = await startWithMetrics(t, { MESSAGES_WORKERS: '2' });
+  await waitFor(() => listeningPids(service).length === 2, 15_000, 'two workers listening');
+  const p99 = async () => valueOf((await scrape(metricsPort)).body, 'nodejs_eventloop_delay_p99_seconds')!;
+  await new Promise((resolve) => setTimeout(resolve, 2500)); // a snapshot from each (they send every second)
+  assert.ok(await p99() < 1, 'a delay before the freeze');
+  const [stuck] = listeningPids(service);
+  process.kill(stuck!, 'SIGSTOP');
+  t.after(() => process.kill(stuck!, 'SIGCONT'));
+  await new Promise((resolve) => setTimeout(resolve, 5000));
+  const delay = await p99();
+  assert.ok(delay >= 3 && delay < 10, `event-loop delay ${delay} s with a worker silent for 5 s`);
+  process.kill(stuck!, 'SIGCONT');
+  await waitFor(async () => (await p99()) < 1, 10_000, 'the delay back down once the worker sends again');
+});
+
 const hasPrometheus = spawnSync('prometheus', ['--version']).status === 0;
 
 // Debian's prometheus scraping `target` every second, from a scratch directory, stopped with the test.
