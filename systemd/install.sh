@@ -112,7 +112,7 @@ if [ ! -e "$conf/watchdog.env" ]; then
   cat >"$conf/watchdog.env" <<'EOF'
 # messages-watchdog.service settings (systemd/watchdog.sh); read at every run.
 #MESSAGES_WATCHDOG_NOTIFY=mail -s "messages restarted" root
-# At most 40: two checks, their kill grace and the pause between them must end within TimeoutStartSec (2 min).
+# At most 35: two checks, their kill grace, the pause and the restart must end within TimeoutStartSec (2 min).
 #MESSAGES_WATCHDOG_TIMEOUT=30
 # With a certificate a CA issued: the name it carries, and the CA (a public one: /etc/ssl/certs/ca-certificates.crt).
 #MESSAGES_WATCHDOG_DOMAIN=messages.example.com
