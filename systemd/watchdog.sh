@@ -9,6 +9,8 @@
 #   MESSAGES_WATCHDOG_DOMAIN   name to connect to and to verify the certificate against [localhost]
 #   MESSAGES_WATCHDOG_CA_FILE  CA certificates the certificate must verify against [MESSAGES_CERT_FILE, right for the
 #                              self-signed default; a CA-issued one needs its CA: /etc/ssl/certs/ca-certificates.crt]
+#   MESSAGES_WATCHDOG_UNIT     the systemd unit of the service [unset]: one stopped on purpose (neither active nor
+#                              failed) is left alone, also when it was stopped during a run's checks
 #   MESSAGES_PORT, MESSAGES_CERT_FILE  as for the service [5000, certs/localhost.crt]
 set -u
 # cron's PATH is /usr/bin:/bin, without /usr/local/bin, where a node from nodejs.org goes.
@@ -31,6 +33,10 @@ else
   set -- python3 test/test.py "$@"
 fi
 
+unit=${MESSAGES_WATCHDOG_UNIT:-}
+stopped() { [ -n "$unit" ] && ! systemctl is-active --quiet "$unit" && ! systemctl is-failed --quiet "$unit"; }
+stopped && exit 0
+
 # -k: a checker that ignores SIGTERM is killed 5 s later.
 check() { output=$(timeout -k 5 "$timeout" "$@" 2>&1); }
 
@@ -51,6 +57,11 @@ if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then
   reason="smoke check gave no answer within ${timeout}s"
 else
   reason="smoke check failed (exit $status): $last"
+fi
+# A stop during the checks (10 s and more when they fail) is a stop on purpose too.
+if stopped; then
+  echo "messages-watchdog: $reason; $unit was stopped meanwhile: left stopped"
+  exit 0
 fi
 echo "messages-watchdog: $reason; restarting with: $restart"
 if sh -c "$restart"; then
