@@ -68,7 +68,9 @@ export function collectSnapshots(registry: Registry) {
     (now - at < silentMs ? snapshot : { ...registry.lasting(snapshot), [eventLoopDelay]: { '': (now - at) / 1000 } });
   return {
     watch(worker: Worker): void {
-      latest.set(worker, { snapshot: {}, at: performance.now() }); // one stuck before its first snapshot shows too
+      // Counted from its start, so one stuck before its first snapshot shows too; not from the fork, which can fail
+      // (EAGAIN) with an 'error' and no 'exit' that would ever remove it.
+      worker.once('online', () => latest.set(worker, { snapshot: {}, at: performance.now() }));
       worker.on('message', (message: unknown) => {
         if (isSnapshot(message)) latest.set(worker, { snapshot: message.snapshot, at: performance.now() });
       });

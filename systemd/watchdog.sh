@@ -13,8 +13,11 @@
 #                              failed) is left alone, also when it was stopped during a run's checks
 #   MESSAGES_PORT, MESSAGES_CERT_FILE  as for the service [5000, certs/localhost.crt]
 set -u
-# cron's PATH is /usr/bin:/bin, without /usr/local/bin, where a node from nodejs.org goes.
-PATH=/usr/local/bin:/usr/bin:/bin${PATH:+:$PATH}
+# cron's PATH is /usr/bin:/bin, without /usr/local/bin, where a node from nodejs.org goes: the standard directories
+# missing are put first, as in systemd's search path; the caller's own keep their order.
+for dir in /bin /usr/bin /usr/local/bin; do
+  case :${PATH:-}: in *:"$dir":*) ;; *) PATH=$dir${PATH:+:$PATH} ;; esac
+done
 export PATH
 
 # The app root is this script's parent directory: a clone, or /opt/messages; relative paths resolve against it.
@@ -47,10 +50,10 @@ check "$@" && exit 0
 status=$?
 last=$(printf '%s\n' "$output" | tail -n 1)
 
-# A 503 is Redis unavailable (the service reconnects by itself) or a stop under way: a restart helps neither.
+# The service's own 503 (its JSON, not a proxy's page) is Redis unavailable, which it recovers from by itself.
 case $last in
-  *", received 503 "*)
-    echo "messages-watchdog: the service answers 503 (Redis unavailable, or a stop in progress); not restarting: $last"
+  *', received 503 {"err_msg":"'*', retry later"}')
+    echo "messages-watchdog: the service answers 503, Redis unavailable (it reconnects by itself); not restarting: $last"
     exit 1 ;;
 esac
 if [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; then

@@ -2,6 +2,8 @@
 // restart can help, and the checks it makes trust what the operator's certificate needs.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -73,5 +75,22 @@ test('does not restart a service that answers 503 (Redis down): says why and exi
   const run = await watchdog({ MESSAGES_PORT: String(down.service.port), MESSAGES_CERT_FILE: cert.certFile });
   assert.equal(run.code, 1);
   assert.equal(run.restarted, false);
-  assert.match(run.output, /^messages-watchdog: the service answers 503 \(Redis unavailable, or a stop in progress\); not restarting: .*received 503 /m);
+  assert.match(run.output, /^messages-watchdog: the service answers 503, Redis unavailable \(it reconnects by itself\); not restarting: .*received 503 /m);
+});
+
+// Regression: any 503 was taken for Redis, also a proxy's that stands for a hung service behind it.
+test('restarts when the 503 is not the service\'s own (a proxy\'s page for a hung service)', { timeout: 60_000 }, async (t) => {
+  const proxy = https.createServer({ cert: fs.readFileSync(cert.certFile), key: fs.readFileSync(cert.keyFile) }, (_req, res) => {
+    res.writeHead(503, { 'Content-Type': 'text/html' }).end('<html><body><h1>503 Service Unavailable</h1></body></html>\n');
+  });
+  proxy.listen(0, '127.0.0.1');
+  await once(proxy, 'listening');
+  t.after(() => {
+    proxy.closeAllConnections();
+    proxy.close();
+  });
+  const run = await watchdog({ MESSAGES_PORT: String((proxy.address() as AddressInfo).port), MESSAGES_CERT_FILE: cert.certFile });
+  assert.equal(run.code, 1);
+  assert.equal(run.restarted, true);
+  assert.match(run.output, /smoke check failed \(exit 1\): .*received 503 <html>.*restarting with/);
 });
