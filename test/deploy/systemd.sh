@@ -54,13 +54,22 @@ boot() {
   wait_for 60 "systemd is up in the VM" system_up
   wait_for 30 "Debian's $redis_unit is active" in_vm systemctl is-active "$redis_unit"
   podman cp "$work/messages" "$vm:/root/messages"
-  # docs/deploy.md's step: Debian's Redis keeps only snapshots until appendonly is on.
+  # docs/deploy.md's steps: Debian's Redis keeps only snapshots until appendonly is on; turned on live first, a key
+  # written (and snapshotted) before survives a restart.
+  cli() { in_vm sh -c "redis-cli $* 2>/dev/null || valkey-cli $*"; }
+  cli set messages:deploy-probe before >/dev/null
+  cli save >/dev/null
+  cli config set appendonly yes >/dev/null
+  aof_written() { ! cli info persistence | grep -Eq '^aof_rewrite_(in_progress|scheduled):1'; }
+  wait_for 30 "the append-only file written from the data in memory" aof_written
   in_vm sh -c 'for conf in /etc/redis/redis.conf /etc/valkey/valkey.conf; do
     [ ! -f "$conf" ] || sed -i "s/^appendonly no/appendonly yes/" "$conf"; done'
   in_vm systemctl restart "$redis_unit"
   wait_for 30 "Debian's $redis_unit is active again" in_vm systemctl is-active "$redis_unit"
-  [[ $(in_vm sh -c 'redis-cli config get appendonly 2>/dev/null || valkey-cli config get appendonly' | tail -n 1) == yes ]] || fail "appendonly is not on after docs/deploy.md's step"
-  echo "ok: appendonly yes, as docs/deploy.md says to set it"
+  [[ $(cli config get appendonly | tail -n 1) == yes ]] || fail "appendonly is not on after docs/deploy.md's steps"
+  [[ $(cli get messages:deploy-probe) == before ]] || fail "a key written before appendonly was turned on is gone"
+  cli del messages:deploy-probe >/dev/null
+  echo "ok: appendonly yes as docs/deploy.md turns it on, and the data from before kept"
   echo "ok: $(in_vm sh -c '. /etc/os-release && echo "$PRETTY_NAME"'), $(in_vm sh -c 'redis-server --version 2>/dev/null || valkey-server --version' | cut -d' ' -f1-3)"
 
   # Debian 12's own nodejs is 18: with nothing newer in /usr/local, install.sh must stop before changing anything.
@@ -130,9 +139,15 @@ boot() {
   step "$1: kill -9"
   pid=$(main_pid)
   in_vm kill -KILL "$pid"
-  wait_for 30 "Restart=on-failure started a new main process after kill -9 of $pid" restarted_since "$pid"
+  wait_for 30 "Restart=always started a new main process after kill -9 of $pid" restarted_since "$pid"
   wait_for 30 "the service answers" smoke_check
   check_passes "after kill -9"
+  # A stray SIGTERM (not systemctl stop): the service drains and exits 0, which Restart=on-failure left stopped.
+  pid=$(main_pid)
+  in_vm kill -TERM "$pid"
+  wait_for 30 "Restart=always started a new main process after a stray SIGTERM to $pid" restarted_since "$pid"
+  wait_for 30 "the service answers" smoke_check
+  check_passes "after a stray SIGTERM"
 
   step "$1: systemctl reload"
   pid=$(main_pid)
