@@ -5,7 +5,6 @@ import { labels, Registry, type Count, type Histogram } from './metrics.ts';
 
 // Also what the primary reports for a worker gone silent (metrics-server.ts).
 export const eventLoopDelay = 'nodejs_eventloop_delay_p99_seconds';
-
 type Counts = Record<'app' | 'access', { written: number; dropped: number }>;
 
 // What the gauges read when a snapshot is taken, set by the modules that own them; unset ones give no value.
@@ -48,6 +47,10 @@ export function createServiceMetrics(version: string) {
   const refused = registry.counter('messages_connections_refused_total', 'Connections refused at accept, by limit.');
   const handshakes = registry.counter('messages_tls_handshake_failures_total', 'TLS handshakes failed or timed out.');
   const sendTimeouts = registry.counter('messages_send_timeouts_total', 'Connections cut by MESSAGES_SEND_TIMEOUT_MS.');
+  // Created at 0 now, so that rate() and increase() see the first event (requests' series come with their route).
+  for (const cause of Object.values(causes)) rejected(labels({ cause }));
+  for (const limit of ['max_connections', 'per_ip']) refused(labels({ limit }));
+  [handshakes, sendTimeouts].forEach((counter) => counter(''));
   registry.sampled('messages_buffered_body_bytes', 'Body bytes held (MESSAGES_MAX_BUFFERED_BYTES bounds them).',
     'gauge', value(() => sources.bufferedBytes?.()));
   const logFamilies: Array<[string, 'written' | 'dropped']> =
@@ -122,12 +125,11 @@ function processMetrics(registry: Registry, version: string): void {
   const one = (read: () => number) => () => ({ '': read() });
   registry.sampled('process_resident_memory_bytes', 'Resident memory.', 'gauge', one(() => process.memoryUsage.rss()));
   registry.sampled('nodejs_heap_used_bytes', 'V8 heap in use.', 'gauge', one(() => process.memoryUsage().heapUsed));
-  registry.sampled(eventLoopDelay, 'Event-loop delay, 99th percentile, since the last snapshot.',
-    'max', () => {
-      const p99 = delay.percentile(99) / 1e9;
-      delay.reset();
-      return { '': Number.isFinite(p99) ? p99 : 0 };
-    });
+  registry.sampled(eventLoopDelay, 'Event-loop delay, 99th percentile, since the last snapshot.', 'max', () => {
+    const p99 = delay.percentile(99) / 1e9;
+    delay.reset();
+    return { '': Number.isFinite(p99) ? p99 : 0 };
+  });
   // Linux 6.2 and later give the count as the directory's size (9 us); listing it, as earlier ones need (their size
   // is 0), blocks the loop 7.6 ms per 10,000 descriptors.
   const descriptors = () => fs.statSync('/proc/self/fd').size || fs.readdirSync('/proc/self/fd').length;

@@ -122,6 +122,12 @@ test('GET /metrics answers on its own plain-HTTP port with the text format promt
   assert.equal(valueOf(reply.body, 'messages_redis_commands_total{command="SET",outcome="ok",reply=""}'), 1);
   assert.equal(valueOf(reply.body, 'messages_redis_up'), 1);
   assert.match(reply.body, /\nmessages_build_info\{version="\d+\.\d+\.\d+",nodejs="v\d+\.\d+\.\d+"\} 1\n/);
+  // Regression: these series appeared only at their first event, which rate() and increase() then missed.
+  for (const series of ['messages_tls_handshake_failures_total', 'messages_send_timeouts_total',
+    'messages_connections_refused_total{limit="max_connections"}', 'messages_connections_refused_total{limit="per_ip"}',
+    'messages_http_bodies_rejected_total{cause="invalid"}', 'messages_http_bodies_rejected_total{cause="unsupported_type"}']) {
+    assert.equal(valueOf(reply.body, series), 0, series);
+  }
   if (hasPromtool) execFileSync('promtool', ['check', 'metrics'], { input: reply.body });
   for (const [target, method] of [['/', 'GET'], ['/metrics', 'POST'], ['/metricsx', 'GET']] as const) {
     assert.equal((await scrape(metricsPort, target, method)).status, 404, `${method} ${target}`);
