@@ -8,7 +8,7 @@ import https from 'node:https';
 import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { test, type TestContext } from 'node:test';
+import { describe, test, type TestContext } from 'node:test';
 import { projectRoot } from '../lib/config.ts';
 import { labels, Registry } from '../lib/metrics.ts';
 import { serveMetrics } from '../lib/metrics-server.ts';
@@ -192,64 +192,85 @@ test('connections held open on the metrics port do not hold the stop: SIGTERM ex
   t.diagnostic(`exited ${Math.round(performance.now() - started)} ms after SIGTERM`);
 });
 
-test('the metrics listener renders one scrape per connection, and cuts one whose client stops reading after 10 s without progress', { timeout: 60_000 }, async (t) => {
-  let renders = 0;
-  // 16 MB: more than loopback's socket buffers take, so the answer cannot be written while the client does not read.
-  const page = `demo 1\n${'# padding\n'.repeat(1_600_000)}`;
-  const server = await serveMetrics('127.0.0.1', 0, () => {
-    renders += 1;
-    return page;
-  });
-  t.after(() => {
-    server.closeAllConnections();
-    server.close();
-  });
-  const port = (server.address() as AddressInfo).port;
-  const socket = net.connect(port, '127.0.0.1');
-  socket.on('error', () => {});
-  t.after(() => socket.destroy());
-  await once(socket, 'connect');
-  socket.pause(); // never reads
-  socket.write('GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(1000));
-  const started = performance.now();
-  await new Promise((resolve) => setTimeout(resolve, 1000));
-  assert.equal(renders, 1, 'scrapes rendered for one connection');
-  assert.equal(await openConnections(server), 1);
-  // Within 10 s of the last byte the kernel took: the socket buffers fill slowly here (the cut came after 20 s).
-  await waitFor(async () => (await openConnections(server)) === 0, 40_000, 'the stalled connection cut');
-  const elapsedMs = performance.now() - started;
-  t.diagnostic(`cut ${Math.round(elapsedMs)} ms after the pipeline`);
-  assert.ok(elapsedMs >= 9000, `cut after ${Math.round(elapsedMs)} ms`);
-});
-
-// Regression: Node checks those timeouts every 30 s by default: trickled headers or a body held a connection 27 s.
-test('the metrics listener cuts a request whose headers or body trickle in within 10 s of its start, give or take 2 s', { timeout: 60_000 }, async (t) => {
-  const server = await serveMetrics('127.0.0.1', 0, () => 'demo 1\n');
-  t.after(() => {
-    server.closeAllConnections();
-    server.close();
-  });
-  const port = (server.address() as AddressInfo).port;
-  const trickle = async (head: string) => {
+// Each waits out a 10 s timeout or a worker's silence: side by side, not one after another.
+describe('the metrics listener and the workers\' snapshots, over time', { concurrency: true }, () => {
+  test('the metrics listener renders one scrape per connection, and cuts one whose client stops reading after 10 s without progress', { timeout: 60_000 }, async (t) => {
+    let renders = 0;
+    // 16 MB: more than loopback's socket buffers take, so the answer cannot be written while the client does not read.
+    const page = `demo 1\n${'# padding\n'.repeat(1_600_000)}`;
+    const server = await serveMetrics('127.0.0.1', 0, () => {
+      renders += 1;
+      return page;
+    });
+    t.after(() => {
+      server.closeAllConnections();
+      server.close();
+    });
+    const port = (server.address() as AddressInfo).port;
     const socket = net.connect(port, '127.0.0.1');
     socket.on('error', () => {});
     t.after(() => socket.destroy());
     await once(socket, 'connect');
+    socket.pause(); // never reads
+    socket.write('GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(1000));
     const started = performance.now();
-    socket.write(head);
-    const timer = setInterval(() => socket.write('x'), 500);
-    t.after(() => clearInterval(timer));
-    // Not once(): the server's 408 and close make a trickled byte fail with EPIPE, which once() would throw.
-    await new Promise((resolve) => socket.on('close', resolve));
-    clearInterval(timer);
-    return performance.now() - started;
-  };
-  const [headers, body] = await Promise.all([
-    trickle('GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: '),
-    trickle('POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n'),
-  ]);
-  t.diagnostic(`headers cut after ${Math.round(headers)} ms, body after ${Math.round(body)} ms`);
-  for (const elapsedMs of [headers, body]) assert.ok(elapsedMs >= 9000 && elapsedMs < 14_000, `cut after ${Math.round(elapsedMs)} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    assert.equal(renders, 1, 'scrapes rendered for one connection');
+    assert.equal(await openConnections(server), 1);
+    // Within 10 s of the last byte the kernel took: the socket buffers fill slowly here (the cut came after 20 s).
+    await waitFor(async () => (await openConnections(server)) === 0, 40_000, 'the stalled connection cut');
+    const elapsedMs = performance.now() - started;
+    t.diagnostic(`cut ${Math.round(elapsedMs)} ms after the pipeline`);
+    assert.ok(elapsedMs >= 9000, `cut after ${Math.round(elapsedMs)} ms`);
+  });
+
+  // Regression: Node checks those timeouts every 30 s by default: trickled headers or a body held a connection 27 s.
+  test('the metrics listener cuts a request whose headers or body trickle in within 10 s of its start, give or take 2 s', { timeout: 60_000 }, async (t) => {
+    const server = await serveMetrics('127.0.0.1', 0, () => 'demo 1\n');
+    t.after(() => {
+      server.closeAllConnections();
+      server.close();
+    });
+    const port = (server.address() as AddressInfo).port;
+    const trickle = async (head: string) => {
+      const socket = net.connect(port, '127.0.0.1');
+      socket.on('error', () => {});
+      t.after(() => socket.destroy());
+      await once(socket, 'connect');
+      const started = performance.now();
+      socket.write(head);
+      const timer = setInterval(() => socket.write('x'), 500);
+      t.after(() => clearInterval(timer));
+      // Not once(): the server's 408 and close make a trickled byte fail with EPIPE, which once() would throw.
+      await new Promise((resolve) => socket.on('close', resolve));
+      clearInterval(timer);
+      return performance.now() - started;
+    };
+    const [headers, body] = await Promise.all([
+      trickle('GET /metrics HTTP/1.1\r\nHost: x\r\nX-Slow: '),
+      trickle('POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n'),
+    ]);
+    t.diagnostic(`headers cut after ${Math.round(headers)} ms, body after ${Math.round(body)} ms`);
+    for (const elapsedMs of [headers, body]) assert.ok(elapsedMs >= 9000 && elapsedMs < 14_000, `cut after ${Math.round(elapsedMs)} ms`);
+  });
+
+  // Regression: a worker stuck in a loop (SIGSTOP here) sends no snapshot; its last one was served as current for good,
+  // so its event-loop delay stayed low and MessagesEventLoopDelay could not fire.
+  test('a worker silent for more than 3 s shows its silence as its event-loop delay', { timeout: 60_000 }, async (t) => {
+    const { service, metricsPort } = await startWithMetrics(t, { MESSAGES_WORKERS: '2' });
+    await waitFor(() => listeningPids(service).length === 2, 15_000, 'two workers listening');
+    const p99 = async () => valueOf((await scrape(metricsPort)).body, 'nodejs_eventloop_delay_p99_seconds')!;
+    await new Promise((resolve) => setTimeout(resolve, 2500)); // a snapshot from each (they send every second)
+    assert.ok(await p99() < 1, 'a delay before the freeze');
+    const [stuck] = listeningPids(service);
+    process.kill(stuck!, 'SIGSTOP');
+    t.after(() => process.kill(stuck!, 'SIGCONT'));
+    await new Promise((resolve) => setTimeout(resolve, 5000));
+    const delay = await p99();
+    assert.ok(delay >= 3 && delay < 10, `event-loop delay ${delay} s with a worker silent for 5 s`);
+    process.kill(stuck!, 'SIGCONT');
+    await waitFor(async () => (await p99()) < 1, 10_000, 'the delay back down once the worker sends again');
+  });
 });
 
 test('a worker with no descriptor left reports messages_open_fds_ratio 1 through the primary, and stays up', { timeout: 60_000 }, async (t) => {
@@ -276,23 +297,6 @@ test('with two workers the primary sums their counters, and a worker that dies t
   assert.ok(valueOf((await scrape(metricsPort)).body, series)! >= 40, 'the count went backwards');
 });
 
-// Regression: a worker stuck in a loop (SIGSTOP here) sends no snapshot; its last one was served as current for good,
-// so its event-loop delay stayed low and MessagesEventLoopDelay could not fire.
-test('a worker silent for more than 3 s shows its silence as its event-loop delay', { timeout: 60_000 }, async (t) => {
-  const { service, metricsPort } = await startWithMetrics(t, { MESSAGES_WORKERS: '2' });
-  await waitFor(() => listeningPids(service).length === 2, 15_000, 'two workers listening');
-  const p99 = async () => valueOf((await scrape(metricsPort)).body, 'nodejs_eventloop_delay_p99_seconds')!;
-  await new Promise((resolve) => setTimeout(resolve, 2500)); // a snapshot from each (they send every second)
-  assert.ok(await p99() < 1, 'a delay before the freeze');
-  const [stuck] = listeningPids(service);
-  process.kill(stuck!, 'SIGSTOP');
-  t.after(() => process.kill(stuck!, 'SIGCONT'));
-  await new Promise((resolve) => setTimeout(resolve, 5000));
-  const delay = await p99();
-  assert.ok(delay >= 3 && delay < 10, `event-loop delay ${delay} s with a worker silent for 5 s`);
-  process.kill(stuck!, 'SIGCONT');
-  await waitFor(async () => (await p99()) < 1, 10_000, 'the delay back down once the worker sends again');
-});
 
 const hasPrometheus = spawnSync('prometheus', ['--version']).status === 0;
 

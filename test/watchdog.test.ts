@@ -7,7 +7,7 @@ import type { AddressInfo } from 'node:net';
 import { once } from 'node:events';
 import fs from 'node:fs';
 import path from 'node:path';
-import { after, before, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { projectRoot } from '../lib/config.ts';
 import { makeCert, serviceEnv, startInProcess, startReady, startRedis, tempDir, type Cert, type InProcess, type RedisServer } from './helpers.ts';
 import { makePrivateCa, type PrivateCa } from './redis-fixtures.ts';
@@ -51,46 +51,49 @@ async function watchdog(env: Record<string, string>) {
   return { code: code as number | null, output, restarted: fs.existsSync(marker) };
 }
 
-// Regression: cron's PATH (/usr/bin:/bin) lacks /usr/local/bin, where nodejs.org's node goes: "timeout: failed to
-// run command 'node'" (exit 127) restarted a healthy service every minute.
-test('exits 0 and says nothing against a healthy service, even with a PATH that names none of its tools', async () => {
-  const run = await watchdog({ PATH: '/nonexistent', MESSAGES_PORT: String(live.service.port), MESSAGES_CERT_FILE: cert.certFile });
-  assert.deepEqual(run, { code: 0, output: '', restarted: false });
-});
-
-// Regression: the checker trusted MESSAGES_CERT_FILE alone, which for a CA-issued certificate is no trust anchor:
-// install.sh never passed and the watchdog restarted a healthy service every minute.
-test('verifies a CA-issued certificate against MESSAGES_WATCHDOG_CA_FILE, and needs it', { timeout: 60_000 }, async () => {
-  const env = { MESSAGES_PORT: String(issued.service.port), MESSAGES_CERT_FILE: ca.certFile };
-  assert.deepEqual(await watchdog({ ...env, MESSAGES_WATCHDOG_CA_FILE: ca.caFile }), { code: 0, output: '', restarted: false });
-  const without = await watchdog(env);
-  assert.equal(without.code, 1);
-  assert.match(without.output, /smoke check failed \(exit 1\): .*FAILED, .*restarting with/);
-  assert.equal(without.restarted, true);
-});
-
-// Regression: a restart cannot bring Redis back, and the service reconnects by itself: each minute of an outage
-// restarted it (and mailed) for nothing.
-test('does not restart a service that answers 503 (Redis down): says why and exits 1', { timeout: 60_000 }, async () => {
-  const run = await watchdog({ MESSAGES_PORT: String(down.service.port), MESSAGES_CERT_FILE: cert.certFile });
-  assert.equal(run.code, 1);
-  assert.equal(run.restarted, false);
-  assert.match(run.output, /^messages-watchdog: the service answers 503, Redis unavailable \(it reconnects by itself\); not restarting: .*received 503 /m);
-});
-
-// Regression: any 503 was taken for Redis, also a proxy's that stands for a hung service behind it.
-test('restarts when the 503 is not the service\'s own (a proxy\'s page for a hung service)', { timeout: 60_000 }, async (t) => {
-  const proxy = https.createServer({ cert: fs.readFileSync(cert.certFile), key: fs.readFileSync(cert.keyFile) }, (_req, res) => {
-    res.writeHead(503, { 'Content-Type': 'text/html' }).end('<html><body><h1>503 Service Unavailable</h1></body></html>\n');
+// Each waits out the watchdog's 10 s between its two checks: side by side, not one after another.
+describe('systemd/watchdog.sh', { concurrency: true }, () => {
+  // Regression: cron's PATH (/usr/bin:/bin) lacks /usr/local/bin, where nodejs.org's node goes: "timeout: failed to
+  // run command 'node'" (exit 127) restarted a healthy service every minute.
+  test('exits 0 and says nothing against a healthy service, even with a PATH that names none of its tools', async () => {
+    const run = await watchdog({ PATH: '/nonexistent', MESSAGES_PORT: String(live.service.port), MESSAGES_CERT_FILE: cert.certFile });
+    assert.deepEqual(run, { code: 0, output: '', restarted: false });
   });
-  proxy.listen(0, '127.0.0.1');
-  await once(proxy, 'listening');
-  t.after(() => {
-    proxy.closeAllConnections();
-    proxy.close();
+
+  // Regression: the checker trusted MESSAGES_CERT_FILE alone, which for a CA-issued certificate is no trust anchor:
+  // install.sh never passed and the watchdog restarted a healthy service every minute.
+  test('verifies a CA-issued certificate against MESSAGES_WATCHDOG_CA_FILE, and needs it', { timeout: 60_000 }, async () => {
+    const env = { MESSAGES_PORT: String(issued.service.port), MESSAGES_CERT_FILE: ca.certFile };
+    assert.deepEqual(await watchdog({ ...env, MESSAGES_WATCHDOG_CA_FILE: ca.caFile }), { code: 0, output: '', restarted: false });
+    const without = await watchdog(env);
+    assert.equal(without.code, 1);
+    assert.match(without.output, /smoke check failed \(exit 1\): .*FAILED, .*restarting with/);
+    assert.equal(without.restarted, true);
   });
-  const run = await watchdog({ MESSAGES_PORT: String((proxy.address() as AddressInfo).port), MESSAGES_CERT_FILE: cert.certFile });
-  assert.equal(run.code, 1);
-  assert.equal(run.restarted, true);
-  assert.match(run.output, /smoke check failed \(exit 1\): .*received 503 <html>.*restarting with/);
+
+  // Regression: a restart cannot bring Redis back, and the service reconnects by itself: each minute of an outage
+  // restarted it (and mailed) for nothing.
+  test('does not restart a service that answers 503 (Redis down): says why and exits 1', { timeout: 60_000 }, async () => {
+    const run = await watchdog({ MESSAGES_PORT: String(down.service.port), MESSAGES_CERT_FILE: cert.certFile });
+    assert.equal(run.code, 1);
+    assert.equal(run.restarted, false);
+    assert.match(run.output, /^messages-watchdog: the service answers 503, Redis unavailable \(it reconnects by itself\); not restarting: .*received 503 /m);
+  });
+
+  // Regression: any 503 was taken for Redis, also a proxy's that stands for a hung service behind it.
+  test('restarts when the 503 is not the service\'s own (a proxy\'s page for a hung service)', { timeout: 60_000 }, async (t) => {
+    const proxy = https.createServer({ cert: fs.readFileSync(cert.certFile), key: fs.readFileSync(cert.keyFile) }, (_req, res) => {
+      res.writeHead(503, { 'Content-Type': 'text/html' }).end('<html><body><h1>503 Service Unavailable</h1></body></html>\n');
+    });
+    proxy.listen(0, '127.0.0.1');
+    await once(proxy, 'listening');
+    t.after(() => {
+      proxy.closeAllConnections();
+      proxy.close();
+    });
+    const run = await watchdog({ MESSAGES_PORT: String((proxy.address() as AddressInfo).port), MESSAGES_CERT_FILE: cert.certFile });
+    assert.equal(run.code, 1);
+    assert.equal(run.restarted, true);
+    assert.match(run.output, /smoke check failed \(exit 1\): .*received 503 <html>.*restarting with/);
+  });
 });
